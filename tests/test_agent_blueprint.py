@@ -1,4 +1,6 @@
-"""Blueprint format, parser limits, <sub_done> detection and the best_blueprint rule."""
+"""Blueprint format, parser limits, <sub_done> detection and the best_blueprint rule.
+
+Linear-time checks of the same parsers on 1 MB adversarial inputs: tests/test_parsers_adversarial.py."""
 
 import random
 
@@ -11,8 +13,9 @@ from himac_verl.agent.blueprint import (
     BlueprintCandidate,
     BlueprintParseError,
     best_blueprint,
-    has_sub_done,
+    declares_sub_done,
     parse_blueprint,
+    strip_sub_done,
 )
 
 
@@ -28,6 +31,61 @@ def test_parse_uses_last_block_and_is_case_insensitive():
 
 
 @pytest.mark.parametrize(
+    "text, subgoals",
+    [
+        # an opening tag inside an open block restarts it: the last COMPLETE block is used
+        ("<plan>\n1. draft\n<plan>\n1. a\n2. b\n</plan>", ("a", "b")),
+        ("<plan> 1. draft <plan> 1. a 2. b </plan>", ("a", "b")),
+        ("<plan>1. a</plan></plan>", ("a",)),  # a closing tag with no open block is ignored
+        ("</plan><plan>1. a</plan>", ("a",)),
+        ("<plan>1. a</plan><plan>1. b", ("a",)),  # an unclosed block does not count
+        ("<plan>1. x</plan>\n<plan>\n1. a\n</plan>", ("a",)),
+        # ASCII case-insensitive tags
+        ("<PLAN>1. a</Plan>", ("a",)),
+        ("<pLaN>\n1. a\n</PlAn>", ("a",)),
+        # no blank needed after the separator when a non-digit, non-blank character follows
+        ("<plan>1.Find the key</plan>", ("Find the key",)),
+        ("<plan>\n1)Find the key\n2.Open the door\n</plan>", ("Find the key", "Open the door")),
+        ("<plan>\n1 . go\n2 ) push\n</plan>", ("go", "push")),  # blanks before the separator are fine
+        # multi-line: one subgoal per line, never split inside a line (ALFWorld names like "desk 2.")
+        ("<plan>\n1. go to desk 2. 2. take pen 1\n2. go to desk 1\n</plan>",
+         ("go to desk 2. 2. take pen 1", "go to desk 1")),
+        ("<plan>\n1. go to desk 2.\n</plan>", ("go to desk 2.",)),
+        # one-line form: markers reading 1, 2, ..., K split the line
+        ("<plan> 1. go left 2. push up </plan>", ("go left", "push up")),
+        ("<plan>1) go left 2) push up 3. look</plan>", ("go left", "push up", "look")),
+        ("<plan>\n\n 1. go to desk 2 2. take pen 1 from desk 2 3. go to shelf 1. \n\n</plan>",
+         ("go to desk 2", "take pen 1 from desk 2", "go to shelf 1.")),
+        ("<plan>1. go to desk 2.</plan>", ("go to desk 2.",)),  # "2." at the end of the line is no marker
+        ("<plan>1. go 2.push</plan>", ("go 2.push",)),  # "2." must be followed by a blank to be a marker
+        ("<plan>1. a 1. b</plan>", ("a 1. b",)),  # markers do not read 1, 2: one ordinary line
+        ("<plan>1. a 3. b</plan>", ("a 3. b",)),
+        ("<plan>1. a 2. b 2. c</plan>", ("a 2. b 2. c",)),
+        ("<plan>1. a 02. b</plan>", ("a 02. b",)),
+        ("<plan>1. drawer\u00a02. b</plan>", ("drawer", "b")),  # any Unicode blank separates markers
+    ],
+)
+def test_parse_accepts(text, subgoals):
+    assert parse_blueprint(text).subgoals == subgoals
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("<plan>1. 2. b</plan>", "bad_line"),  # an empty piece of a one-line plan
+        ("<plan>1. a 2. 3. c</plan>", "bad_line"),
+        ("<plan>Plan: 1. a 2. b</plan>", "bad_line"),  # the one-line form starts with marker 1
+        ("<plan>" + " ".join(f"{i}. step" for i in range(1, 8)) + "</plan>", "too_many_subgoals"),
+        ("<plan>1. " + "x" * 201 + " 2. b</plan>", "subgoal_too_long"),
+    ],
+)
+def test_parse_one_line_failures(text, reason):
+    with pytest.raises(BlueprintParseError) as err:
+        parse_blueprint(text)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
     "text, reason",
     [
         ("1. go\n2. push", "no_plan_block"),
@@ -39,6 +97,26 @@ def test_parse_uses_last_block_and_is_case_insensitive():
         ("<plan>\n2. go\n</plan>", "bad_numbering"),
         ("<plan>\n1. go\n3. push\n</plan>", "bad_numbering"),
         ("<plan>\n1. go\n1. push\n</plan>", "bad_numbering"),
+        # N is plain ASCII decimal 1..999 without leading zeros
+        ("<plan>\n001. go\n</plan>", "bad_line"),
+        ("<plan>\n01. go\n</plan>", "bad_line"),
+        ("<plan>\n0. go\n</plan>", "bad_line"),
+        ("<plan>\n1234. go\n</plan>", "bad_line"),
+        ("<plan>\n1. go\n02. push\n</plan>", "bad_line"),
+        ("<plan>\u0661. go</plan>", "bad_line"),  # Arabic-Indic one
+        ("<plan>\uff11. go</plan>", "bad_line"),  # fullwidth one
+        ("<plan>\u0967. go</plan>", "bad_line"),  # Devanagari one
+        ("<plan>\U0001d7cf. go</plan>", "bad_line"),  # mathematical bold one
+        ("<plan>\n1. go\n\u0662. push\n</plan>", "bad_line"),
+        # after the separator: blanks, or directly a non-digit non-blank character
+        ("<plan>\n1.5 km north\n</plan>", "bad_line"),
+        ("<plan>\n1)2 apples\n</plan>", "bad_line"),
+        ("<plan>\n1 2. go\n</plan>", "bad_line"),
+        # tags are ASCII: a look-alike letter makes no tag
+        ("<pl\u0430n>\n1. go\n</plan>", "no_plan_block"),  # Cyrillic a
+        ("<plan>\n1. go\n</\uff50lan>", "no_plan_block"),  # fullwidth p
+        ("<plan >\n1. go\n</plan>", "no_plan_block"),  # no blanks inside plan tags
+        ("<plan>1. go</plan\n>", "no_plan_block"),
     ],
 )
 def test_parse_failures_have_reasons(text, reason):
@@ -78,11 +156,75 @@ def test_blueprint_needs_a_subgoal():
         Blueprint(())
 
 
-def test_sub_done_detection():
-    assert has_sub_done("<action>up</action> <sub_done>")
-    assert has_sub_done("done <SUB_DONE/>")
-    assert not has_sub_done("sub_done")
-    assert not has_sub_done("<sub done>")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<sub_done>",
+        "<SUB_DONE/>",
+        "< sub_done >",
+        "< Sub_Done / >",
+        "<think>x</think><action>up</action><sub_done>",
+        "<action>up</action>\n<SUB_DONE/>",
+        "<action>up</action> <sub_done>",
+        "done <SUB_DONE/>",
+        "<think>maybe <action>up</action> then <sub_done></think> <sub_done>",
+        "<action>up</action></action><sub_done>",  # a stray closing tag changes nothing
+        "</think><sub_done>",
+        "<action>take <sub_done></action> <sub_done>",
+    ],
+)
+def test_declares_sub_done(text):
+    assert declares_sub_done(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "sub_done",
+        "<sub done>",
+        "</sub_done>",
+        "<sub_done",
+        "<think>I will not write <sub_done> yet</think><action>up</action>",
+        "<action>take apple <sub_done></action>",
+        "<action>take apple <SUB_DONE/> </ACTION>",
+        "<think>unfinished <sub_done>",
+        "<think>a</think><think>unfinished <sub_done>",
+        "<action>up <sub_done>",  # an unclosed action hides the rest too
+        "<action>up<action>down <sub_done></action>",  # still inside the (restarted) block
+        "<think>x <think>y</action><sub_done>",  # only </think> closes a think block
+        "<\u017fub_done>",  # U+017F long s folds onto "s" without re.ASCII
+        "<sub_d\u043ene>",  # Cyrillic o
+        "<\uff53ub_done>",  # fullwidth s
+        "<action>up</act\u0131on><sub_done>",  # U+0131 dotless i: no closing tag, still inside the action
+        "<think>x</thin\u212a><sub_done>",  # U+212A Kelvin sign folds onto "k" without re.ASCII
+    ],
+)
+def test_does_not_declare_sub_done(text):
+    assert not declares_sub_done(text)
+
+
+def test_strip_sub_done():
+    assert strip_sub_done("take apple <sub_done>") == "take apple"
+    assert strip_sub_done("<SUB_DONE/> up ") == "up"
+    assert strip_sub_done("go < sub_done / > to desk 1") == "go  to desk 1"
+    assert strip_sub_done("  look  ") == "look"
+    assert strip_sub_done("<sub_done><sub_done/>") == ""
+    assert strip_sub_done("keep </sub_done> and <sub done>") == "keep </sub_done> and <sub done>"
+    assert strip_sub_done("<\u017fub_done> up") == "<\u017fub_done> up"  # not a tag: kept
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["<", ">", "/", " ", "sub_done", "think", "action", "x", "\n"])).map("".join),
+       st.text(max_size=40))
+def test_sub_done_never_raises_and_ignores_blocks(junk, inner):
+    assert isinstance(declares_sub_done(junk), bool)
+    stripped = strip_sub_done(junk)
+    assert stripped == stripped.strip() and len(stripped) <= len(junk)
+    # whatever stands inside a closed think or action block cannot declare
+    safe = inner.replace("<", "")
+    assert not declares_sub_done(f"<think>{safe}<sub_done></think><action>{safe}<sub_done/></action>{safe}")
+    assert declares_sub_done(f"<think>{safe}</think><action>{safe}</action><sub_done>")
 
 
 def _cand(index, ret, won=False, steps=5):

@@ -1,6 +1,9 @@
-"""Action extraction and per-env projection: what maps, what is invalid, and that nothing raises."""
+"""Action extraction and per-env projection: what maps, what is invalid, which block is picked, and that
+nothing raises. Linear-time checks on 1 MB adversarial inputs: tests/test_parsers_adversarial.py."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -8,12 +11,18 @@ from hypothesis import strategies as st
 
 from himac_verl.envs.projection import (
     MAX_ACTION_CHARS,
+    Projection,
     action_text,
     extract_action,
     normalise_command,
     project_admissible,
     project_sokoban,
 )
+
+ADMISSIBLE = [
+    "go to drawer 1", "go to drawer 11", "go to countertop 1", "take apple 1 from countertop 1",
+    "open drawer 1", "look", "inventory", "go to cabinet 1", "go to cabinet 2",
+]
 
 
 @pytest.mark.parametrize(
@@ -36,6 +45,19 @@ from himac_verl.envs.projection import (
         ("", None),
         (None, None),
         ("<action>\u202e\u0000\ud800 ☃</action>", "\u202e\u0000\ud800 ☃"),  # junk is returned, not judged
+        ("<action>a</action></action>", "a"),  # a closing tag with no open block is ignored
+        ("<action>a<action>b</action>c</action>", "b"),
+        ("<action>a</action>b</action>", "a"),
+        ("<think><action>up</action></think> <action>down", "up"),
+        ("<\tACTION\n>left</\n action \t>", "left"),  # ASCII blanks inside the brackets
+        ("<action>" * 50 + "up</action>", "up"),
+        # tags are ASCII: look-alike letters that re.IGNORECASE would fold onto ASCII make no tag
+        ("<act\u0131on>up</act\u0131on>", None),  # U+0131 dotless i
+        ("<act\u0130on>up</act\u0130on>", None),  # U+0130 dotted capital I
+        ("<action>up</act\u0131on>", None),
+        ("<action>up</action><act\u0131on>down</action>", "up"),  # not an opening tag: nothing restarts
+        ("<\uff41ction>up</\uff41ction>", None),  # fullwidth a
+        ("<\u3000action>up</action>", None),  # a non-ASCII blank inside the brackets
     ],
 )
 def test_extract_action(text, expected):
@@ -47,14 +69,44 @@ def test_extract_action_rejects_non_text_by_name():
         extract_action(3)
 
 
+# The documented definition of extract_action as one regex (an opening tag, text holding no opening tag,
+# the first closing tag; the last such block), used as an oracle on short inputs.
+_ORACLE_RE = re.compile(r"<\s*action\s*>((?:(?!<\s*action\s*>).)*?)<\s*/\s*action\s*>",
+                        re.ASCII | re.IGNORECASE | re.DOTALL)
+
+
+def _oracle(text: str) -> str | None:
+    blocks = _ORACLE_RE.findall(text)
+    content = blocks[-1].strip() if blocks else ""
+    return content if 0 < len(content) <= MAX_ACTION_CHARS else None
+
+
+_TAGGY = st.lists(st.sampled_from(["<action>", "</action>", "< Action >", "</ ACTION>", "<", "/", ">", " ", "\n",
+                                   "action", "up", "go to desk 1", "\u0131", "\u212a"])).map("".join)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(), max_size=400), st.text(max_size=50))
-def test_extract_action_never_raises(junk, inner):
+@given(st.one_of(st.text(alphabet=st.characters(), max_size=400), _TAGGY), st.text(max_size=50),
+       st.sampled_from(ADMISSIBLE), st.sampled_from(["{}", "{}.", "  {}  ", '"{}"']), st.booleans())
+def test_extract_and_project_pick_the_right_block(junk, inner, command, form, upper):
+    # 1. arbitrary text: the block the documented definition picks, and projections inside the action set
     for text in (junk, f"{junk}<action>{inner}</action>", f"<action>{junk}", f"{junk}</action><action>{junk}"):
         out = extract_action(text)
-        assert out is None or (isinstance(out, str) and out == out.strip() and 0 < len(out) <= MAX_ACTION_CHARS)
+        assert out == _oracle(text)
         assert project_sokoban(out) in (None, "up", "down", "left", "right")
-        assert project_admissible(out, ["look", "go to desk 1"]).how in ("exact", "fuzzy", "invalid")
+        projected = project_admissible(out, ADMISSIBLE)
+        assert (projected.command is None) == (projected.how == "invalid")
+        assert projected.command is None or projected.command in ADMISSIBLE
+    # 2. a well-formed block appended after any junk is the one extracted, and projects onto its command
+    written = form.format(command.upper() if upper else command)
+    text = f"{junk}<action>{written}</action>"
+    assert extract_action(text) == written.strip()
+    assert project_admissible(extract_action(text), ADMISSIBLE) == Projection(command, "exact")
+    assert project_admissible(action_text(text), ADMISSIBLE) == Projection(command, "exact")
+    # 3. an inner text without tags comes back stripped (or None when empty / too long)
+    safe = inner.replace("<", "")
+    expected = safe.strip() if 0 < len(safe.strip()) <= MAX_ACTION_CHARS else None
+    assert extract_action(f"{junk}<action>{safe}</action>") == expected
 
 
 def test_action_text_takes_raw_output_or_extracted_action():
@@ -94,10 +146,6 @@ def test_sokoban_rejects(text):
     assert project_sokoban(text) is None
 
 
-ADMISSIBLE = [
-    "go to drawer 1", "go to drawer 11", "go to countertop 1", "take apple 1 from countertop 1",
-    "open drawer 1", "look", "inventory", "go to cabinet 1", "go to cabinet 2",
-]
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ from himac_verl.agent.blueprint import (
     BlueprintCandidate,
     BlueprintParseError,
     best_blueprint,
-    has_sub_done,
+    declares_sub_done,
     parse_blueprint,
+    strip_sub_done,
 )
 
 __all__ = ["SUB_DONE", "Blueprint", "BlueprintCandidate", "BlueprintParseError", "best_blueprint",
-           "has_sub_done", "parse_blueprint"]
+           "declares_sub_done", "parse_blueprint", "strip_sub_done"]

@@ -2,9 +2,19 @@
 
 Two stages, kept apart because the agent loop needs the first on its own (to log what the model tried):
 
-1. :func:`extract_action` pulls the text of the last ``<action>...</action>`` block out of a model output.
+1. :func:`extract_action` pulls the text of the last complete ``<action>...</action>`` block out of a model
+   output. Tags are ``<action>`` and ``</action>`` with ASCII case-insensitive letters and ASCII blanks
+   allowed inside the brackets (``< Action >``, ``</ ACTION >``); a non-ASCII look-alike letter (U+0131
+   dotless i, U+0130, ...) does not make a tag. An opening tag inside an open block restarts the block (in
+   ``<action>a<action>b</action>`` the block is ``b``), a closing tag with no open block is ignored, and
+   an unclosed block does not count. Linear time: one scan over the tags.
 2. A per-env projection maps that text onto the env's action set: :func:`project_sokoban` (four
    directions) and :func:`project_admissible` (ALFWorld's admissible commands; WebShop may reuse it).
+
+``<sub_done>`` is the agent's business (``himac_verl.agent.blueprint.declares_sub_done``): the tag counts
+only outside ``<think>`` and ``<action>``; write it after ``</action>`` in the same reply as the move that
+completes the subgoal. A tag inside the block is removed by the agent loop (``strip_sub_done``) before
+projection.
 
 Projections are deliberately conservative: a wrong guess executes an action the model did not mean and
 teaches it that sloppy output works, while "invalid" costs only ``INVALID_ACTION_PENALTY`` and leaves the
@@ -18,18 +28,21 @@ from dataclasses import dataclass
 
 MAX_ACTION_CHARS = 300
 
-# The last complete block: an opening tag, then text that holds no further opening tag, then a closing
-# tag. Tags are case-insensitive and may carry blanks inside the brackets ("< Action >").
-_ACTION_RE = re.compile(r"<\s*action\s*>((?:(?!<\s*action\s*>).)*?)<\s*/\s*action\s*>", re.IGNORECASE | re.DOTALL)
+# An opening or closing action tag; blanks allowed inside the brackets ("< Action >", "</ action >"). The
+# slash is grouped with its own trailing blanks so that no two blank runs are adjacent (``\s*/?\s*`` would
+# backtrack quadratically on "<" followed by many blanks). re.ASCII: without it re.IGNORECASE lets U+0130
+# and U+0131 match "i" (U+017F matches "s", U+212A matches "k" in other tags).
+_ACTION_TAG_RE = re.compile(r"<\s*(?:(/)\s*)?action\s*>", re.ASCII | re.IGNORECASE)
 
 
 def extract_action(text: str | None) -> str | None:
     """Stripped content of the LAST complete ``<action>...</action>`` block in a model output.
 
-    Tags are case-insensitive; an unclosed block or an opening tag nested in a block does not count (in
-    ``"<action>a<action>b</action>"`` the block is ``b``). Returns None when there is no block, when its
-    content is empty/whitespace, or when it is longer than ``MAX_ACTION_CHARS`` (a runaway generation is
-    not an action). ``None`` in gives ``None`` out. Never raises on a ``str``.
+    Tags are ASCII case-insensitive with ASCII blanks allowed inside the brackets; an unclosed block does
+    not count and an opening tag nested in a block restarts it (in ``"<action>a<action>b</action>"`` the
+    block is ``b``). Returns None when there is no block, when its content is empty/whitespace, or when
+    it is longer than ``MAX_ACTION_CHARS`` (a runaway generation is not an action). ``None`` in gives
+    ``None`` out. Never raises on a ``str``; linear time (one scan over the tags).
     """
     if text is None:
         return None
@@ -37,12 +50,16 @@ def extract_action(text: str | None) -> str | None:
         raise TypeError(f"extract_action: text must be a str or None, got {type(text).__name__}: {text!r:.80}")
     if "<" not in text:
         return None
-    last = None
-    for match in _ACTION_RE.finditer(text):
-        last = match
-    if last is None:
+    open_end: int | None = None
+    block: tuple[int, int] | None = None
+    for tag in _ACTION_TAG_RE.finditer(text):
+        if not tag.group(1):
+            open_end = tag.end()  # an opening tag (re)starts the block
+        elif open_end is not None:
+            block, open_end = (open_end, tag.start()), None
+    if block is None:
         return None
-    content = last.group(1).strip()
+    content = text[block[0]:block[1]].strip()
     if not content or len(content) > MAX_ACTION_CHARS:
         return None
     return content
