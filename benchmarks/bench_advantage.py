@@ -39,9 +39,10 @@ def _turn_counts(rng: np.random.Generator, episodes: int, total: int, low: int =
     return (extra + low).tolist()
 
 
-def _step(ep: dict, turn: int, n_turns: int, rng: np.random.Generator) -> float:
-    invalid = rng.random() < 0.1
-    return (-0.1 if invalid else 0.0) + (10.0 if ep["won"] and turn == n_turns else 0.0)
+def _step(ep: dict, turn: int, n_turns: int, rng: np.random.Generator) -> tuple[float, float]:
+    """(step_reward, penalty) of one turn: a 10 % chance of an invalid action (-0.1), 10 at a won end."""
+    penalty = -0.1 if rng.random() < 0.1 else 0.0
+    return penalty + (10.0 if ep["won"] and turn == n_turns else 0.0), penalty
 
 
 def himac_batch(rng: np.random.Generator) -> list[dict]:
@@ -55,15 +56,17 @@ def himac_batch(rng: np.random.Generator) -> list[dict]:
         best = int(np.argmax(won[:N]))
         episodes += [dict(uid=f"{task}/micro{m}", bp=bps[best], pass_="micro", won=bool(won[N + m])) for m in range(N)]
         for ep, n_turns in zip(episodes, counts):
-            rewards = [_step(ep, k + 1, n_turns, rng) for k in range(n_turns)]
-            ep["ret"] = float(sum(rewards))
-            for k, r in enumerate(rewards):
+            steps = [_step(ep, k + 1, n_turns, rng) for k in range(n_turns)]
+            ep["ret"] = float(sum(r for r, _ in steps))
+            ep["pen"] = float(sum(p for _, p in steps))
+            for k, (r, p) in enumerate(steps):
                 out.append(_fields("executor", task, ep["bp"], ep["uid"], ep["pass_"], k + 1, r,
-                                   ep["ret"], ep["won"], f"state {k % 5}", k // 3))
+                                   ep["ret"], ep["won"], f"state {k % 5}", k // 3, p, ep["pen"]))
         for b in range(N):  # planner sample b: scored by greedy episode b
             ep = episodes[b]
             plan = f"{task}/plan{b}"
-            out.append(_fields("planner", task, bps[b], plan, "macro", 0, 0.0, ep["ret"], ep["won"], "", -1))
+            out.append(_fields("planner", task, bps[b], plan, "macro", 0, 0.0, ep["ret"], ep["won"], "", -1,
+                               0.0, ep["pen"]))
     assert len(out) == B
     return out
 
@@ -75,18 +78,20 @@ def flat_batch(rng: np.random.Generator) -> list[dict]:
         counts = _turn_counts(rng, 2 * N, PER_TASK)
         for e, n_turns in enumerate(counts):
             ep = dict(won=bool(rng.random() < 0.45))
-            rewards = [_step(ep, k + 1, n_turns, rng) for k in range(n_turns)]
-            for k, r in enumerate(rewards):
-                out.append(_fields("flat", task, "", f"{task}/e{e}", "micro", k + 1, r, float(sum(rewards)),
-                                   ep["won"], f"state {int(rng.integers(0, 6))}", -1))
+            steps = [_step(ep, k + 1, n_turns, rng) for k in range(n_turns)]
+            ret, pen = float(sum(r for r, _ in steps)), float(sum(p for _, p in steps))
+            for k, (r, p) in enumerate(steps):
+                out.append(_fields("flat", task, "", f"{task}/e{e}", "micro", k + 1, r, ret,
+                                   ep["won"], f"state {int(rng.integers(0, 6))}", -1, p, pen))
     assert len(out) == B
     return out
 
 
-def _fields(role, task, bp, ep, pass_, turn, r, ret, won, anchor, sub) -> dict:
+def _fields(role, task, bp, ep, pass_, turn, r, ret, won, anchor, sub, penalty, episode_penalty) -> dict:
     return {
         "role": role, "task_uid": task, "blueprint_uid": bp, "episode_uid": ep, "pass": pass_, "turn": turn,
         "subgoal_index": sub, "step_reward": r, "episode_return": ret, "won": won, "anchor": anchor,
+        "penalty": penalty, "episode_penalty": episode_penalty, "failed": False,
     }
 
 

@@ -1,5 +1,9 @@
 """Hand-computed batches for himac, episode_grpo and gigpo (std and mean-only), plus the dispatcher and the
-verl-facing registered functions."""
+verl-facing registered functions.
+
+The hand-computed batches below were written for per-episode statistics; they run with ``stats="episode"``
+(the per-turn default is covered here by its own hand-computed batch and in test_advantage_verl_agent.py).
+Their samples carry no penalties, so the ``penalty`` mode does not change them."""
 
 from __future__ import annotations
 
@@ -15,7 +19,11 @@ from himac_verl.advantage import (
     SampleFields,
     compute_advantage,
     discounted_step_returns,
+    episode_grpo_scalar,
+    gigpo_scalar,
     group_normalize,
+    macro_advantage,
+    micro_advantage,
 )
 
 T = 6  # response tokens per sample
@@ -24,7 +32,8 @@ R3 = math.sqrt(3.0)
 R2 = math.sqrt(2.0)
 
 
-def sample(role, task, bp, ep, pass_, turn, ret, r=0.0, anchor="", won=False, sub=-1):
+def sample(role, task, bp, ep, pass_, turn, ret, r=0.0, anchor="", won=False, sub=-1, pen=0.0, ep_pen=0.0,
+           failed=False):
     return {
         "role": role,
         "task_uid": task,
@@ -37,6 +46,9 @@ def sample(role, task, bp, ep, pass_, turn, ret, r=0.0, anchor="", won=False, su
         "episode_return": ret,
         "won": won,
         "anchor": anchor,
+        "penalty": pen,
+        "episode_penalty": ep_pen,
+        "failed": failed,
         "reward_extra_info": {},  # extra keys are allowed and ignored
     }
 
@@ -122,12 +134,45 @@ def test_himac_hand_computed(norm_by_std, scalars):
     fields = SampleFields.from_extra_fields(HIMAC_SAMPLES, is_padding=HIMAC_PADDING)
     mask = _mask(len(HIMAC_SAMPLES), empty_rows=(14,))
     mask[22] = 1.0  # even a padding row with live tokens gets 0
-    adv, ret = compute_advantage("himac", fields, mask, {"norm_by_std": norm_by_std})
+    adv, ret = compute_advantage("himac", fields, mask, {"norm_by_std": norm_by_std, "stats": "episode"})
     assert adv.shape == (23, T) and adv.dtype == torch.float32
     torch.testing.assert_close(adv.double(), _expected(scalars, mask), atol=1e-5, rtol=0)
     assert torch.equal(adv, ret)
     assert torch.all(adv[14] == 0) and torch.all(adv[22] == 0)
     assert torch.all(adv[mask == 0] == 0)
+
+
+# stats="turn" (the default) on the same batch: every turn sample counts once; a group of ONE SAMPLE gets
+# its raw score / (1 + eps) (verl's mean 0, std 1), a group of one episode with several samples is normalised.
+# macro tA: one sample per planner -> as above (-1, 0, 1);
+# micro (tA, bA3): samples (10, 10, 10, 0, 0, 0): mean 5, var 6 * 25 / 5 = 30 -> +/- 5 / sqrt(30) = +/- 0.91287
+# micro (tA, bA2): the single sample mA4 (5.0) -> 5 / (1 + eps);  macro tB: (10, 10) -> 0
+# micro (tB, bB1): samples (2, 2, 6): mean 10/3, var ((4/3)^2 * 2 + (8/3)^2) / 2 = 16/3, std 4/sqrt 3
+#   -> 2: (-4/3) / (4/sqrt 3) = -1/sqrt 3; 6: (8/3) / (4/sqrt 3) = 2/sqrt 3
+# macro tC: the single planner (3.0) -> 3 / (1 + eps)
+R30 = math.sqrt(30.0)
+HIMAC_TURN_STD = [
+    -4 / (4 + EPS), 0.0, 4 / (4 + EPS),
+    0, 0, 0, 0, 0, 0,
+    5 / R30, 5 / R30, 5 / R30, -5 / R30, -5 / R30, -5 / R30,
+    5 / (1 + EPS),
+    0.0, 0.0,
+    -1 / R3, -1 / R3, 2 / R3,
+    3 / (1 + EPS),
+    0.0,
+]
+# mean-only: (tA, bA3) +/- 5; (tA, bA2) 5 (raw); (tB, bB1) 2 - 10/3 = -4/3, 6 - 10/3 = 8/3; tC 3 (raw)
+HIMAC_TURN_MEAN = [-4, 0, 4, 0, 0, 0, 0, 0, 0, 5, 5, 5, -5, -5, -5, 5, 0, 0, -4 / 3, -4 / 3, 8 / 3, 3, 0]
+
+
+@pytest.mark.parametrize("norm_by_std, scalars", [(True, HIMAC_TURN_STD), (False, HIMAC_TURN_MEAN)])
+def test_himac_hand_computed_turn_stats(norm_by_std, scalars):
+    fields = SampleFields.from_extra_fields(HIMAC_SAMPLES, is_padding=HIMAC_PADDING)
+    mask = _mask(len(HIMAC_SAMPLES), empty_rows=(14,))
+    mask[22] = 1.0
+    adv, _ = compute_advantage("himac", fields, mask, {"norm_by_std": norm_by_std})  # stats="turn" by default
+    torch.testing.assert_close(adv.double(), _expected(scalars, mask), atol=1e-5, rtol=0)
+    assert torch.all(adv[22] == 0)
 
 
 # ------------------------------------------------------------------------------------------- flat batch
@@ -195,7 +240,7 @@ def test_discounted_step_returns_hand_computed():
 def test_episode_grpo_hand_computed(norm_by_std, scalars):
     mask = _mask(len(FLAT_SAMPLES), empty_rows=(4,))
     mask[12] = 1.0
-    adv, ret = compute_advantage("episode_grpo", _flat_fields(), mask, {"norm_by_std": norm_by_std})
+    adv, ret = compute_advantage("episode_grpo", _flat_fields(), mask, {"norm_by_std": norm_by_std, "stats": "episode"})
     torch.testing.assert_close(adv.double(), _expected(scalars, mask), atol=1e-5, rtol=0)
     assert torch.equal(adv, ret) and torch.all(adv[4] == 0) and torch.all(adv[12] == 0)
 
@@ -207,7 +252,7 @@ def test_episode_grpo_hand_computed(norm_by_std, scalars):
 def test_gigpo_hand_computed(norm_by_std, ep, step, w):
     mask = _mask(len(FLAT_SAMPLES), empty_rows=(4,))
     mask[12] = 1.0
-    config = {"norm_by_std": norm_by_std, "gamma": 0.5, "step_weight": w}
+    config = {"norm_by_std": norm_by_std, "gamma": 0.5, "step_weight": w, "stats": "episode"}
     adv, _ = compute_advantage("gigpo", _flat_fields(), mask, config)
     scalars = [a + w * b for a, b in zip(ep, step)]
     torch.testing.assert_close(adv.double(), _expected(scalars, mask), atol=1e-5, rtol=0)
@@ -258,11 +303,13 @@ def test_unknown_estimator_and_bad_inputs():
 
 
 def test_config_validation():
-    assert AdvantageConfig.from_config(None) == AdvantageConfig(True, 0.95, 1.0, 1e-6)
+    assert AdvantageConfig.from_config(None) == AdvantageConfig(True, 0.95, 1.0, 1e-6, "turn", "turn")
+    assert AdvantageConfig().stats == "turn" and AdvantageConfig().penalty == "turn"
     from omegaconf import OmegaConf
 
     assert AdvantageConfig.from_config(OmegaConf.create({"gamma": 0.9})).gamma == 0.9
-    with pytest.raises(ValueError, match=r"unknown key 'norm_by_sdt'; valid keys: eps, gamma, norm_by_std, step_weight"):
+    valid = "eps, gamma, norm_by_std, penalty, stats, step_weight"
+    with pytest.raises(ValueError, match=rf"unknown key 'norm_by_sdt'; valid keys: {valid}"):
         AdvantageConfig.from_config({"norm_by_sdt": False})
     with pytest.raises(ValueError, match=r"gamma is 1.5, expected a finite number in \[0.0, 1.0\]"):
         AdvantageConfig(gamma=1.5)
@@ -270,6 +317,15 @@ def test_config_validation():
         AdvantageConfig.from_config({"norm_by_std": "yes"})
     with pytest.raises(ValueError, match=r"eps is nan"):
         AdvantageConfig(eps=float("nan"))
+    with pytest.raises(ValueError, match=r"stats is 'episodes', expected one of episode, turn"):
+        AdvantageConfig.from_config({"stats": "episodes"})
+    with pytest.raises(ValueError, match=r"penalty is None, expected one of episode, turn"):
+        AdvantageConfig(penalty=None)
+    with pytest.raises(ValueError, match=r"stats is 1, expected one of episode, turn"):
+        AdvantageConfig(stats=1)
+    assert AdvantageConfig.from_config(OmegaConf.create({"stats": "episode", "penalty": "episode"})) == AdvantageConfig(
+        stats="episode", penalty="episode"
+    )
 
 
 # --------------------------------------------------------------------------------------- verl dispatch
@@ -319,3 +375,176 @@ def test_registered_function_computes_with_fields():
     adv, _ = fn(token_level_rewards=torch.zeros(22, T), response_mask=mask, himac_fields=HIMAC_SAMPLES[:-1])
     assert torch.equal(adv, compute_advantage("himac", HIMAC_SAMPLES[:-1], mask)[0])
     assert adv.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ penalties and per-turn statistics
+def _flat_episode(task, ep, n_turns, ret, invalid_turns=(), failed=False, anchors=None, step_rewards=None):
+    """A flat episode of n_turns samples; each invalid turn carries -0.1 (inside step_reward and
+    episode_return, as the loop records it)."""
+    pens = [-0.1 if t in invalid_turns else 0.0 for t in range(1, n_turns + 1)]
+    ep_pen = float(sum(pens))
+    out = []
+    for t in range(1, n_turns + 1):
+        r = (step_rewards[t - 1] if step_rewards else 0.0) + pens[t - 1]
+        anchor = anchors[t - 1] if anchors else f"{ep}/s{t}"
+        out.append(sample("flat", task, "", ep, "micro", t, ret + ep_pen, r=r, anchor=anchor, pen=pens[t - 1],
+                          ep_pen=ep_pen, failed=failed))
+    return out
+
+
+def _scalars(name, samples, **config):
+    """[B] float64 per-sample advantages (the token output is their float32 broadcast)."""
+    fields, config = SampleFields.from_extra_fields(samples), AdvantageConfig.from_config(config)
+    adv, _ = compute_advantage(name, fields, torch.ones(len(samples), 1), config)
+    if name == "himac":
+        scalar = macro_advantage(fields, config) + micro_advantage(fields, config)
+    else:
+        scalar = (gigpo_scalar if name == "gigpo" else episode_grpo_scalar)(fields, config)
+    assert torch.equal(adv[:, 0], scalar.float())
+    return scalar
+
+
+def test_one_penalty_in_an_all_fail_group_blames_the_whole_episode_only_in_the_old_mode():
+    # 8 failed ALFWorld-like episodes of 50 turns (env return 0); e0 has one invalid turn (turn 10).
+    samples = [s for e in range(8) for s in _flat_episode("t", f"e{e}", 50, 0.0, (10,) if e == 0 else ())]
+    invalid = 9  # row of e0's turn 10
+    # The measured defect (stats="episode", penalty="episode"): returns (-0.1, 0 x 7), mean -0.0125, unbiased
+    # std sqrt((0.0875^2 + 7 * 0.0125^2) / 7) = sqrt(0.00125) = 0.0353553: all 50 turns of e0 get
+    # -0.0875 / 0.0353553 = -2.4749, every turn of the 7 others +0.0125 / 0.0353553 = +0.3536.
+    old = _scalars("episode_grpo", samples, stats="episode", penalty="episode")
+    assert old[:50].tolist() == pytest.approx([-2.47487] * 50, abs=1e-4)
+    assert old[50:].tolist() == pytest.approx([0.353553] * 350, abs=1e-5)
+    # penalty="turn", stats="episode": env returns all 0 -> norm part exactly 0; only the invalid turn
+    # carries its own -0.1, unscaled. No other turn moves.
+    for name in ("episode_grpo", "gigpo"):
+        new = _scalars(name, samples, stats="episode", penalty="turn")
+        assert new[invalid] == pytest.approx(-0.1, abs=1e-12)
+        assert torch.count_nonzero(new) == 1
+    # penalty="turn", stats="turn" (verl-agent): scores (-0.1 on the invalid turn, 0 on the 399 others),
+    # mean -0.00025, std sqrt((0.09975^2 + 399 * 0.00025^2) / 399) = 0.005. The invalid turn gets
+    # -0.09975 / 0.005001 = -19.946 (its group has no other variance); the 49 other turns of e0 are not
+    # blamed: they get the same +0.00025 / 0.005001 = +0.04999 as every turn of the 7 other episodes.
+    new = _scalars("episode_grpo", samples, stats="turn", penalty="turn")
+    others = torch.cat([new[:invalid], new[invalid + 1:]])
+    assert new[invalid].item() == pytest.approx(-0.09975 / (0.005 + EPS), rel=1e-6)
+    assert torch.all(others == others[0]) and others[0].item() == pytest.approx(0.00025 / (0.005 + EPS), rel=1e-6)
+    assert abs(float(new.sum())) < 1e-9
+    mean_only = _scalars("episode_grpo", samples, stats="turn", penalty="turn", norm_by_std=False)
+    assert mean_only[invalid].item() == pytest.approx(-0.09975)
+    assert torch.allclose(torch.cat([mean_only[:invalid], mean_only[invalid + 1:]]),
+                          torch.full((399,), 0.00025, dtype=torch.float64))
+
+
+def test_advantage_mass_is_zero_sum_per_group_only_with_turn_stats():
+    # 2 wins of 10 turns (return 10) vs 6 failures of 50 turns (return 0).
+    samples = [s for e in range(2) for s in _flat_episode("t", f"w{e}", 10, 10.0)]
+    samples += [s for e in range(6) for s in _flat_episode("t", f"f{e}", 50, 0.0)]
+    wins, fails = slice(0, 20), slice(20, 320)
+    # stats="episode": unique returns (10, 10, 0 x 6): mean 2.5, std sqrt((2 * 7.5^2 + 6 * 2.5^2) / 7) = 4.6291
+    # -> win +1.6202 on each of 20 samples (mass +32.4), fail -0.5401 on each of 300 (mass -162.0)
+    old = _scalars("episode_grpo", samples, stats="episode")
+    assert float(old[wins].sum()) == pytest.approx(32.404, abs=1e-2)
+    assert float(old[fails].sum()) == pytest.approx(-162.02, abs=1e-2)
+    for name in ("episode_grpo", "gigpo"):
+        for penalty in ("turn", "episode"):
+            for norm_by_std in (True, False):
+                new = _scalars(name, samples, stats="turn", penalty=penalty, norm_by_std=norm_by_std)
+                assert abs(float(new.sum())) < 1e-4, (name, penalty, norm_by_std)
+                assert float(new[wins].min()) > 0 > float(new[fails].max())
+
+
+def test_turn_penalty_in_gigpo_step_returns():
+    # penalty="turn": step returns are discounted ENV rewards, then the invalid turn's own penalty.
+    # e1: env rewards (0, 0, 10), turn 2 invalid -> step_reward (0, -0.1, 10);
+    #   R = (0.95^2 * 10, 0.95 * 10, 10) = (9.025, 9.5, 10), then turn 2: 9.5 - 0.1 = 9.4.
+    # penalty="episode": the recorded step rewards: R = (0 + 0.95 * -0.1 + 0.9025 * 10, -0.1 + 9.5, 10)
+    #   = (8.93, 9.4, 10).
+    # Step groups (t, a1), (t, a2), (t, a3) hold e1's turn and e2's (env rewards 0, 0, 0, no penalty).
+    e1 = _flat_episode("t", "e1", 3, 10.0, (2,), anchors=["a1", "a2", "a3"], step_rewards=[0.0, 0.0, 10.0])
+    e2 = _flat_episode("t", "e2", 3, 0.0, anchors=["a1", "a2", "a3"])
+    samples = e1 + e2
+    for penalty, r1 in (("turn", [9.025, 9.4, 10.0]), ("episode", [8.93, 9.4, 10.0])):
+        step = _scalars("gigpo", samples, penalty=penalty, norm_by_std=False) - _scalars(
+            "episode_grpo", samples, penalty=penalty, norm_by_std=False)
+        # each anchor group is (R_e1, 0): mean R_e1 / 2 -> +/- R_e1 / 2
+        assert step.tolist() == pytest.approx([r / 2 for r in r1] + [-r / 2 for r in r1], abs=1e-9)
+
+
+def test_lone_episode_follows_its_stats_mode():
+    # A task that only ever had one episode (no failure): stats="episode" -> norm part 0 (+ its turn
+    # penalties with penalty="turn"); stats="turn" -> its turns normalised against each other.
+    samples = _flat_episode("t", "e", 3, 4.0, (2,))  # scores with penalty="turn": (4, 3.9, 4)
+    assert _scalars("episode_grpo", samples, stats="episode").tolist() == pytest.approx([0.0, -0.1, 0.0])
+    assert _scalars("episode_grpo", samples, stats="episode", penalty="episode").tolist() == [0.0, 0.0, 0.0]
+    # (4, 3.9, 4): mean 3.9667, std sqrt((2 * 0.0333^2 + 0.0667^2) / 2) = 0.057735 -> (0.57734, -1.15468, 0.57734)
+    got = _scalars("episode_grpo", samples, stats="turn")
+    assert got.tolist() == pytest.approx([0.57734, -1.15468, 0.57734], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------ failed episodes
+def test_a_crashed_episode_gets_zero_and_leaves_the_statistics():
+    # Sokoban-like group of 4: the crashed episode ended after 1 turn with -0.1, the others ran 5 turns.
+    crashed = _flat_episode("t", "crash", 1, -0.1, failed=True)
+    others = [s for e, ret in enumerate((-1.5, -1.5, -1.5)) for s in _flat_episode("t", f"e{e}", 5, ret)]
+    samples = crashed + others
+    # Before (the crash counted as an episode): returns (-0.1, -1.5 x 3), mean -1.15, std 0.7 -> the crash got
+    # the best advantage, +1.05 / 0.7 = +1.5 (+0.866 in a real run with other returns).
+    before = [dict(s, failed=False) for s in samples]
+    assert _scalars("episode_grpo", before, stats="episode")[0].item() == pytest.approx(1.5, abs=1e-5)
+    for stats in ("episode", "turn"):
+        for name in ("episode_grpo", "gigpo"):
+            # now: the crash gets 0 and the three healthy (all-equal) episodes are exactly 0
+            assert torch.equal(_scalars(name, samples, stats=stats), torch.zeros(len(samples), dtype=torch.float64))
+    # with distinct healthy returns, they are normalised among themselves, as if the crash never ran
+    others = [s for e, ret in enumerate((-1.5, -1.2, -1.8)) for s in _flat_episode("t", f"e{e}", 5, ret)]
+    for stats in ("episode", "turn"):
+        for name in ("episode_grpo", "gigpo"):
+            got = _scalars(name, crashed + others, stats=stats)
+            assert got[0] == 0.0
+            torch.testing.assert_close(got[1:], _scalars(name, others, stats=stats))
+            assert got[1:].abs().max() > 0.5
+
+
+@pytest.mark.parametrize("stats", ["episode", "turn"])
+def test_a_group_left_with_one_healthy_episode_gets_zero(stats):
+    # The healthy episode alone would get its raw score under stats="turn" (a group of one sample): the
+    # failure rule wins, the whole group is 0. The other task (no failure) is unaffected.
+    samples = _flat_episode("t", "ok", 1, 5.0) + _flat_episode("t", "bad", 2, 1.0, failed=True)
+    samples += _flat_episode("u", "a", 2, 1.0) + _flat_episode("u", "b", 2, 3.0)
+    for name in ("episode_grpo", "gigpo"):
+        got = _scalars(name, samples, stats=stats)
+        assert torch.equal(got[:3], torch.zeros(3, dtype=torch.float64))
+        assert got[3:].abs().min() > 0.1
+    # a task that lost ALL its episodes: zeros too
+    samples = _flat_episode("t", "x", 2, 5.0, failed=True) + _flat_episode("t", "y", 2, 1.0, failed=True)
+    assert torch.equal(_scalars("gigpo", samples, stats=stats), torch.zeros(4, dtype=torch.float64))
+
+
+def test_failed_samples_join_no_gigpo_step_group():
+    # e0 (failed) visits the same anchors as e1 and e2; the step groups must hold e1 and e2 only.
+    kw = dict(anchors=["a", "b"], step_rewards=[0.0, 0.0])
+    e0 = _flat_episode("t", "e0", 2, 9.0, failed=True, **dict(kw, step_rewards=[9.0, 0.0]))
+    e1 = _flat_episode("t", "e1", 2, 1.0, **dict(kw, step_rewards=[0.0, 1.0]))
+    e2 = _flat_episode("t", "e2", 2, 3.0, **dict(kw, step_rewards=[3.0, 0.0]))
+    for stats in ("episode", "turn"):
+        got = _scalars("gigpo", e0 + e1 + e2, stats=stats, gamma=0.5)
+        torch.testing.assert_close(got[2:], _scalars("gigpo", e1 + e2, stats=stats, gamma=0.5))
+        assert torch.equal(got[:2], torch.zeros(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("stats", ["episode", "turn"])
+def test_a_failed_planner_gets_zero(stats):
+    def planner(bp, ret, failed=False):
+        return sample("planner", "tA", bp, f"ep-{bp}", "macro", 0, ret, failed=failed)
+
+    # three blueprints, the one scored by a crashed episode is out; the two others are normalised alone
+    got = _scalars("himac", [planner("b1", 9.0, failed=True), planner("b2", 1.0), planner("b3", 3.0)], stats=stats)
+    assert got.tolist() == pytest.approx([0.0, -1 / R2, 1 / R2], abs=1e-5)
+    # two blueprints, one failed: the group is left with one healthy planner -> all 0
+    got = _scalars("himac", [planner("b1", 9.0, failed=True), planner("b2", 1.0)], stats=stats)
+    assert torch.equal(got, torch.zeros(2, dtype=torch.float64))
+    # a failed micro episode: out of its (task, blueprint) group
+    micro = [X("tA", "b2", f"m{k}", "micro", 1, ret) for k, ret in enumerate((0.0, 2.0, 4.0))]
+    micro[0]["failed"] = True
+    got = _scalars("himac", [planner("b2", 1.0), planner("b3", 3.0)] + micro, stats=stats)
+    assert got[2:].tolist() == pytest.approx([0.0, -1 / R2, 1 / R2], abs=1e-5)

@@ -9,10 +9,12 @@ import torch
 from himac_verl.advantage import CONTRACT_FIELDS, FieldError, SampleFields, compute_advantage
 
 
-def sample(role="flat", task="t0", bp="", ep="e0", pass_="micro", turn=1, ret=1.0, r=0.0, anchor="s", won=False):
+def sample(role="flat", task="t0", bp="", ep="e0", pass_="micro", turn=1, ret=1.0, r=0.0, anchor="s", won=False,
+           pen=0.0, ep_pen=0.0, failed=False):
     return {
         "role": role, "task_uid": task, "blueprint_uid": bp, "episode_uid": ep, "pass": pass_, "turn": turn,
         "subgoal_index": -1, "step_reward": r, "episode_return": ret, "won": won, "anchor": anchor,
+        "penalty": pen, "episode_penalty": ep_pen, "failed": failed,
     }
 
 
@@ -23,10 +25,10 @@ def flat_batch(n_episodes=3, turns=2):
 def test_factorisation_and_dtypes():
     samples = [
         sample("planner", "tA", "b1", "p1", "macro", 0, 1.0, anchor=""),
-        sample("executor", "tA", "b1", "x1", "micro", 1, 2.0, r=-0.1, won=True),
+        sample("executor", "tA", "b1", "x1", "micro", 1, 2.0, r=-0.1, won=True, pen=-0.1, ep_pen=-0.1),
         sample("executor", "tA", "b2", "x2", "micro", 1, 3.0),
-        sample("planner", "tB", "b1", "p2", "macro", 0, 4.0, anchor=""),
-        sample("executor", "tA", "b1", "x1", "micro", 2, 2.0, r=2.1, won=True),
+        sample("planner", "tB", "b1", "p2", "macro", 0, 4.0, anchor="", failed=True),
+        sample("executor", "tA", "b1", "x1", "micro", 2, 2.0, r=2.1, won=True, ep_pen=-0.1),
     ]
     f = SampleFields.from_extra_fields(samples)
     assert len(f) == 5 and f.num_tasks == 2 and f.num_episodes == 4
@@ -40,12 +42,17 @@ def test_factorisation_and_dtypes():
     assert f.won.tolist() == [False, True, False, False, True] and not f.is_padding.any()
     # (task, anchor) pairs: (tA,"") (tA,"s") (tB,"") -> anchor groups 0, 1, 1, 2, 1
     assert f.anchor_group.tolist() == [0, 1, 1, 2, 1] and f.num_anchor_groups == 3
+    assert f.penalty.dtype == torch.float64 and f.penalty.tolist() == [0.0, -0.1, 0.0, 0.0, 0.0]
+    assert f.episode_penalty.dtype == torch.float64 and f.episode_penalty.tolist() == [0.0, -0.1, 0.0, 0.0, -0.1]
+    assert f.failed.dtype == torch.bool and f.failed.tolist() == [False, False, False, True, False]
 
 
 def test_numpy_scalars_and_missing_blueprint_for_non_executors():
-    s = sample(turn=np.int64(2), ret=np.float32(1.5), r=np.float64(-0.1), won=np.bool_(True), bp=None)
+    s = sample(turn=np.int64(2), ret=np.float32(1.5), r=np.float64(-0.1), won=np.bool_(True), bp=None,
+               pen=np.float64(-0.1), ep_pen=np.float32(-0.5), failed=np.bool_(False))
     f = SampleFields.from_extra_fields([s])
     assert f.turn.tolist() == [2] and f.episode_return.tolist() == [1.5] and f.blueprint.tolist() == [-1]
+    assert f.penalty.tolist() == [-0.1] and f.episode_penalty.tolist() == [-0.5] and f.failed.tolist() == [False]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +75,17 @@ def test_numpy_scalars_and_missing_blueprint_for_non_executors():
         ({"anchor": None}, r"sample 1: flat sample without anchor \(got None\)"),
         ({"anchor": 3}, r"sample 1: anchor is 3, expected a str"),
         ({"blueprint_uid": 3}, r"sample 1: blueprint_uid is 3, expected a str \(or None\)"),
+        ({"penalty": 0.1}, r"sample 1: penalty is 0.1, expected a finite number <= 0"),
+        ({"penalty": float("nan")}, r"sample 1: penalty is nan, expected a finite number <= 0"),
+        ({"penalty": float("-inf")}, r"sample 1: penalty is -inf, expected a finite number <= 0"),
+        ({"penalty": None}, r"sample 1: penalty is None, expected a finite number <= 0"),
+        ({"penalty": False}, r"sample 1: penalty is False, expected a finite number <= 0"),
+        ({"episode_penalty": 1e-9}, r"sample 1: episode_penalty is 1e-09, expected a finite number <= 0"),
+        ({"episode_penalty": float("nan")}, r"sample 1: episode_penalty is nan, expected a finite number <= 0"),
+        ({"episode_penalty": "-0.1"}, r"sample 1: episode_penalty is '-0.1', expected a finite number <= 0"),
+        ({"failed": "no"}, r"sample 1: failed is 'no', expected a bool"),
+        ({"failed": None}, r"sample 1: failed is None, expected a bool"),
+        ({"failed": 0.0}, r"sample 1: failed is 0.0, expected a bool"),
     ],
 )
 def test_bad_values_name_sample_field_value(change, message):
@@ -115,6 +133,8 @@ def test_executor_without_blueprint():
         ("task_uid", "t9", "'t9'"),
         ("pass", "macro", "'macro'"),
         ("blueprint_uid", "b9", "'b9'"),
+        ("episode_penalty", -0.1, "-0.1"),
+        ("failed", True, "True"),
     ],
 )
 def test_episode_must_agree(field, value, shown):
@@ -148,6 +168,21 @@ def test_planner_sample_must_be_turn_zero():
         SampleFields.from_extra_fields(samples)
 
 
+def test_penalty_fields_missing_on_one_sample_name_it():
+    for field in ("penalty", "episode_penalty", "failed"):
+        samples = flat_batch()
+        del samples[4][field]
+        with pytest.raises(FieldError, match=rf"^sample 4: missing field '{field}'"):
+            SampleFields.from_extra_fields(samples)
+
+
+def test_penalty_and_failed_disagreement_on_padding_rows_is_ignored():
+    samples = flat_batch()
+    samples.append(dict(samples[0], episode_penalty=-5.0, failed=True))  # a (stale) padding copy
+    f = SampleFields.from_extra_fields(samples, is_padding=[False] * 6 + [True])
+    assert f.failed.tolist() == [False] * 6 + [True]
+
+
 def test_repeated_turn():
     samples = flat_batch()
     samples[3]["turn"] = 1  # e1 now has turn 1 twice (rows 2 and 3)
@@ -178,8 +213,13 @@ def test_all_equal_returns_and_groups_of_one_give_exact_zero(name, eps):
     samples = [sample(ep=f"e{e}", turn=t + 1, ret=0.1, r=0.1, anchor=f"s{t}") for e in range(3) for t in range(2)]
     samples += [sample(task="t1", ep="lone", turn=1, ret=5.0, r=5.0)]
     mask = torch.ones(len(samples), 4)
-    adv, ret = compute_advantage(name, samples, mask, {"eps": eps})
+    adv, ret = compute_advantage(name, samples, mask, {"eps": eps, "stats": "episode"})
     assert torch.equal(adv, torch.zeros_like(adv)) and torch.equal(ret, torch.zeros_like(ret))
+    # stats="turn" (verl-agent's rule): the all-equal group is still exactly 0; the group of ONE SAMPLE (t1)
+    # gets its raw score / (1 + eps) at episode level (and 0 at GiGPO's step level)
+    adv, _ = compute_advantage(name, samples, mask, {"eps": eps, "stats": "turn"})
+    assert torch.equal(adv[:-1], torch.zeros_like(adv[:-1]))
+    torch.testing.assert_close(adv[-1], torch.full((4,), 5.0 / (1 + eps)))
 
 
 def test_himac_all_padding_batch_is_all_zero():

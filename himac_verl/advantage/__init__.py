@@ -14,14 +14,18 @@ from himac_verl.advantage.estimators import (
     compute_episode_grpo_advantage,
     compute_gigpo_advantage,
     compute_himac_advantage,
+    episode_grpo_scalar,
+    gigpo_scalar,
     macro_advantage,
     micro_advantage,
+    outcome_advantage,
 )
 from himac_verl.advantage.fields import CONTRACT_FIELDS, PASSES, ROLES, FieldError, SampleFields
 from himac_verl.advantage.groups import (
     broadcast_to_tokens,
     discounted_step_returns,
     episode_group_advantage,
+    failure_dead_groups,
     group_normalize,
 )
 
@@ -40,7 +44,11 @@ __all__ = [
     "compute_himac_advantage",
     "discounted_step_returns",
     "episode_group_advantage",
+    "episode_grpo_scalar",
+    "failure_dead_groups",
+    "gigpo_scalar",
     "group_normalize",
     "macro_advantage",
     "micro_advantage",
+    "outcome_advantage",
 ]

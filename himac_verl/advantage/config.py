@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+STATS_MODES: tuple[str, ...] = ("episode", "turn")
+PENALTY_MODES: tuple[str, ...] = ("episode", "turn")
+
 
 @dataclass(frozen=True)
 class AdvantageConfig:
@@ -17,16 +20,30 @@ class AdvantageConfig:
     gamma: GiGPO's discount for step returns within an episode (verl-agent's default 0.95).
     step_weight: GiGPO's weight w of the step-level term, A = A_episode + w * A_step.
     eps: added to the std before dividing (verl's GRPO epsilon).
+    stats: ``"turn"``: a group's mean and std are over the scores of ALL its turn samples (verl-agent's
+        ``compute_mean_std_cross_all_data=True``; the advantage mass over samples sums to zero per group);
+        ``"episode"``: over its UNIQUE episodes (one value per episode, broadcast to its samples).
+    penalty: where the invalid-action penalty goes. ``"turn"``: on the invalid turn only (the episode's
+        value is its env return without penalties; verl-agent's ``apply_invalid_action_penalty``);
+        ``"episode"``: inside the episode's return, hence on every turn of the episode.
+
+    The formulas are in docs/advantage.md.
     """
 
     norm_by_std: bool = True
     gamma: float = 0.95
     step_weight: float = 1.0
     eps: float = 1e-6
+    stats: str = "turn"
+    penalty: str = "turn"
 
     def __post_init__(self) -> None:
         if not isinstance(self.norm_by_std, bool):
             raise ValueError(f"advantage config: norm_by_std is {self.norm_by_std!r}, expected a bool")
+        for name, choices in (("stats", STATS_MODES), ("penalty", PENALTY_MODES)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"advantage config: {name} is {value!r}, expected one of {', '.join(choices)}")
         for name, low, high in (("gamma", 0.0, 1.0), ("step_weight", 0.0, math.inf), ("eps", 0.0, math.inf)):
             value = getattr(self, name)
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -37,7 +54,8 @@ class AdvantageConfig:
 
     @classmethod
     def from_config(cls, config: AdvantageConfig | Mapping[str, Any] | None) -> AdvantageConfig:
-        """Build from None (defaults), an AdvantageConfig, a dict or an OmegaConf DictConfig.
+        """Build from None (defaults), an AdvantageConfig, a dict or an OmegaConf DictConfig; a key set to
+        None keeps its default.
 
         Unknown keys raise: a misspelt ``norm_by_sdt`` silently falling back to the default would
         change the training signal without a trace.
@@ -59,4 +77,5 @@ class AdvantageConfig:
         unknown = sorted(str(k) for k in config if k not in known)
         if unknown:
             raise ValueError(f"advantage config: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
-        return cls(**dict(config))
+        # null (the trainer yaml's "use the default") keeps the dataclass default, stated once here
+        return cls(**{k: v for k, v in dict(config).items() if v is not None})

@@ -6,9 +6,11 @@ also the one place that checks them. A bad batch fails here with an error naming
 and the value, before any statistic is computed; the estimators can then trust the invariants below:
 
 - every sample carries every contract field, with a valid ``role`` and ``pass``;
-- rewards and returns are finite; turns are non-negative integers;
-- all real samples of one episode agree on ``task_uid``, ``pass``, ``blueprint_uid`` and
-  ``episode_return`` (so "the episode's value" is well defined), and no episode repeats a turn;
+- rewards and returns are finite; ``penalty`` and ``episode_penalty`` are finite and <= 0; turns are
+  non-negative integers; ``won`` and ``failed`` are bools;
+- all real samples of one episode agree on ``task_uid``, ``pass``, ``blueprint_uid``, ``episode_return``,
+  ``episode_penalty`` and ``failed`` (so "the episode's value" is well defined), and no episode repeats a
+  turn;
 - an episode is either flat or hierarchical: a HiMAC episode holds its planner turn (turn 0, as the
   contract numbers it) and the executor turns that scored or executed the blueprint, never flat samples;
 - a planner sample is turn 0 of its episode (so an episode has at most one blueprint turn);
@@ -47,6 +49,9 @@ CONTRACT_FIELDS: tuple[str, ...] = (
     "episode_return",
     "won",
     "anchor",
+    "penalty",  # this turn's invalid-action penalty (<= 0), already included in step_reward
+    "episode_penalty",  # sum of `penalty` over the episode's turns (<= 0); episode_return includes it
+    "failed",  # the episode ended on an env crash/hang or a failed generate call: it never trains
 )
 
 
@@ -73,6 +78,9 @@ class SampleFields:
     step_reward: torch.Tensor  # [B] float64
     episode_return: torch.Tensor  # [B] float64
     won: torch.Tensor  # [B] bool
+    penalty: torch.Tensor  # [B] float64, <= 0, part of step_reward
+    episode_penalty: torch.Tensor  # [B] float64, <= 0, part of episode_return
+    failed: torch.Tensor  # [B] bool, the episode failed (env crash/hang, generate error)
     anchor_group: torch.Tensor  # [B] long in [0, num_anchor_groups): (task_uid, anchor)
     is_padding: torch.Tensor  # [B] bool
     num_tasks: int
@@ -100,8 +108,9 @@ class SampleFields:
 
         Raises :class:`FieldError` naming the sample index, the field and the value on: an empty batch,
         a non-dict sample, a missing field, a bad role/pass, a non-finite or non-numeric reward or
-        return, a bad turn, an executor without blueprint_uid, an episode whose samples disagree, or a
-        turn repeated inside one episode.
+        return, a positive or non-finite penalty / episode_penalty, a non-bool won / failed, a bad turn,
+        an executor without blueprint_uid, an episode whose samples disagree, or a turn repeated inside
+        one episode.
         """
         samples = list(extra_fields) if not isinstance(extra_fields, list) else extra_fields
         n = len(samples)
@@ -146,6 +155,9 @@ class SampleFields:
         step_reward = _finite_floats(col["step_reward"], "step_reward")
         episode_return = _finite_floats(col["episode_return"], "episode_return")
         won = _bools(col["won"], "won")
+        penalty = _finite_floats(col["penalty"], "penalty", maximum=0.0)
+        episode_penalty = _finite_floats(col["episode_penalty"], "episode_penalty", maximum=0.0)
+        failed = _bools(col["failed"], "failed")
 
         task, task_uids = _factorize(col["task_uid"])
         episode, episode_uids = _factorize(col["episode_uid"])
@@ -167,6 +179,8 @@ class SampleFields:
                 "pass": (pass_, col["pass"]),
                 "blueprint_uid": (blueprint, blueprint_raw),
                 "episode_return": (episode_return, col["episode_return"]),
+                "episode_penalty": (episode_penalty, col["episode_penalty"]),
+                "failed": (failed, col["failed"]),
             },
         )
         _check_unique_turns(episode, turn, real, episode_uids)
@@ -190,6 +204,9 @@ class SampleFields:
             step_reward=t(step_reward, torch.float64),
             episode_return=t(episode_return, torch.float64),
             won=t(won, torch.bool),
+            penalty=t(penalty, torch.float64),
+            episode_penalty=t(episode_penalty, torch.float64),
+            failed=t(failed, torch.bool),
             anchor_group=t(anchor_group, torch.long),
             is_padding=t(pad, torch.bool),
             num_tasks=len(task_uids),
@@ -292,19 +309,20 @@ def _integers(values: list, name: str, minimum: int) -> np.ndarray:
     raise AssertionError("unreachable")
 
 
-def _finite_floats(values: list, name: str) -> np.ndarray:
+def _finite_floats(values: list, name: str, maximum: float = math.inf) -> np.ndarray:
+    expected = "a finite number" + (f" <= {maximum:g}" if math.isfinite(maximum) else "")
     if _types_ok(values, _REAL_TYPES):
         arr = np.asarray(values, dtype=np.float64)
-        finite = np.isfinite(arr)
-        if finite.all():
+        ok = np.isfinite(arr) & (arr <= maximum)
+        if ok.all():
             return arr
-        i = int(np.argmin(finite))
-        raise FieldError(f"sample {i}: {name} is {float(values[i])!r}, expected a finite number")
+        i = int(np.argmin(ok))
+        raise FieldError(f"sample {i}: {name} is {float(values[i])!r}, expected {expected}")
     for i, v in enumerate(values):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-            raise FieldError(f"sample {i}: {name} is {v!r}, expected a finite number")
-        if not math.isfinite(v):
-            raise FieldError(f"sample {i}: {name} is {float(v)!r}, expected a finite number")
+            raise FieldError(f"sample {i}: {name} is {v!r}, expected {expected}")
+        if not math.isfinite(v) or v > maximum:
+            raise FieldError(f"sample {i}: {name} is {float(v)!r}, expected {expected}")
     return np.asarray(values, dtype=np.float64)
 
 

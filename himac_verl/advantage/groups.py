@@ -6,10 +6,14 @@ Conventions shared by all of them:
 - the std is the unbiased one (Bessel's correction, divisor n - 1), as in verl's GRPO
   (``torch.std`` in ``compute_grpo_outcome_advantage``; ``group_mean_std`` divides by ``count - 1``),
   and the normalised value is ``(x - mean) / (std + eps)``, verl's formula;
-- a group of one gets 0, where verl's GRPO gives it ``x / (1 + eps)`` (mean 0, std 1): a lone sample has
-  no baseline, and a raw reward as "advantage" would push that sample's likelihood by the reward's scale;
-- a group whose values are all equal gets exactly 0 (tested via max == min, not by a rounding-prone
-  mean), so no NaN even with eps = 0.
+- a group of one gets 0 by default (``lone="zero"``), where verl's GRPO gives it ``x / (1 + eps)`` (mean 0,
+  std 1): a lone sample has no baseline, and a raw reward as "advantage" would push that sample's
+  likelihood by the reward's scale. ``lone="raw"`` reproduces verl's (and verl-agent's) rule, for the
+  per-turn statistics that mirror verl-agent (``AdvantageConfig.stats == "turn"``);
+- a group of two or more whose values are all equal gets exactly 0 (tested via max == min, not by a
+  rounding-prone mean), so no NaN even with eps = 0;
+- failed episodes take part in no group (:func:`failure_dead_groups` finds the groups they leave with
+  fewer than two healthy episodes; those get 0 throughout).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ def group_normalize(
     num_groups: int,
     norm_by_std: bool = True,
     eps: float = 1e-6,
+    lone: str = "zero",
 ) -> torch.Tensor:
     """Group-relative score of each value.
 
@@ -32,11 +37,15 @@ def group_normalize(
         num_groups: G.
         norm_by_std: divide the centred value by the group's unbiased std + eps; else centre only.
         eps: added to the std.
+        lone: a group of one member gets ``"zero"``: 0; ``"raw"``: verl's mean 0 and std 1, i.e.
+            ``x / (1 + eps)`` (norm_by_std) or ``x``.
 
     Returns:
-        [N] same dtype as ``values``: ``(x - mean_g) / (std_g + eps)`` or ``x - mean_g``; 0 for groups
-        of one and for groups whose values are all equal.
+        [N] same dtype as ``values``: ``(x - mean_g) / (std_g + eps)`` or ``x - mean_g``; groups of one as
+        ``lone`` says; 0 for groups of two or more whose values are all equal.
     """
+    if lone not in ("zero", "raw"):
+        raise ValueError(f"lone is {lone!r}, expected 'zero' or 'raw'")
     if values.numel() == 0:
         return values.clone()
     dtype, device = values.dtype, values.device
@@ -46,12 +55,58 @@ def group_normalize(
     centred = values - mean[group]
     vmax = torch.full((num_groups,), -torch.inf, dtype=dtype, device=device).scatter_reduce_(0, group, values, "amax")
     vmin = torch.full((num_groups,), torch.inf, dtype=dtype, device=device).scatter_reduce_(0, group, values, "amin")
-    flat = ((count < 2) | (vmax == vmin))[group]
+    single = count < 2
+    flat = ((vmax == vmin) & ~single) if lone == "raw" else (single | (vmax == vmin))
+    if lone == "raw":  # verl: mean 0 and std 1 for a group of one
+        centred = torch.where(single[group], values, centred)
     if norm_by_std:
         var = torch.zeros(num_groups, dtype=dtype, device=device).index_add_(0, group, centred * centred)
         std = (var / (count - 1.0).clamp_min(1.0)).sqrt()
+        std = torch.where(single, torch.ones_like(std), std)
         centred = centred / (std[group] + eps)
-    return torch.where(flat, torch.zeros_like(centred), centred)
+    return torch.where(flat[group], torch.zeros_like(centred), centred)
+
+
+def failure_dead_groups(
+    episode: torch.Tensor,
+    group: torch.Tensor,
+    failed: torch.Tensor,
+    num_episodes: int,
+    num_groups: int,
+) -> torch.Tensor:
+    """Groups that lost at least one episode to failure and kept fewer than two healthy episodes.
+
+    Such a group has no baseline left (or none at all): every sample of it gets advantage 0. A group that
+    never had a failed episode is not dead, whatever its size (its statistics mode decides a group of one).
+
+    Args:
+        episode: [B] long in [0, num_episodes).
+        group: [B] long, the sample's group in [0, num_groups), or -1 for samples that join no group.
+            Members of one episode share it.
+        failed: [B] bool, the sample's episode failed (equal within an episode).
+        num_episodes: E.
+        num_groups: G.
+
+    Returns:
+        [G] bool.
+    """
+    member = group >= 0
+    if not bool((failed & member).any()):  # the common case: nothing failed, nothing to count
+        return torch.zeros(num_groups, dtype=torch.bool, device=group.device)
+    ep = episode[member]
+    ep_group = torch.full((num_episodes,), -1, dtype=torch.long, device=group.device)
+    ep_group[ep] = group[member]
+    ep_failed = torch.zeros(num_episodes, dtype=torch.bool, device=group.device)
+    ep_failed[ep] = failed[member]
+    active = ep_group >= 0
+    ones = torch.ones(num_episodes, dtype=torch.long, device=group.device)
+    n_failed = torch.zeros(num_groups, dtype=torch.long, device=group.device).index_add_(
+        0, ep_group[active & ep_failed], ones[active & ep_failed]
+    )
+    n_healthy = torch.zeros(num_groups, dtype=torch.long, device=group.device).index_add_(
+        0, ep_group[active & ~ep_failed], ones[active & ~ep_failed]
+    )
+    return (n_failed > 0) & (n_healthy < 2)
 
 
 def episode_group_advantage(
