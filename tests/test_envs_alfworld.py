@@ -41,7 +41,12 @@ def test_walkthrough_replay_wins(env, split, task_id):
     assert first.instruction and first.instruction in first.observation.text
     assert "Welcome to TextWorld" not in first.observation.text
     assert "help" not in first.observation.admissible_actions
-    assert "Admissible actions: 'go to " in first.observation.text
+    # the feedback only: the list is in admissible_actions (the prompt shows it once), the anchor keeps it
+    text = first.observation.text
+    assert "Admissible actions" not in text and text.strip() == text
+    assert any(c.startswith("go to ") for c in first.observation.admissible_actions)
+    assert first.observation.anchor == (first.observation.text + "\n"
+                                        + "\n".join(sorted(first.observation.admissible_actions)))
     commands = walkthrough(split, task_id)
     rewards = []
     for i, command in enumerate(commands):
@@ -61,7 +66,7 @@ def test_invalid_commands_cost_and_change_nothing(env):
         assert (step.reward, step.is_action_valid, step.action, step.done) == (INVALID_ACTION_PENALTY, False, None, False)
         assert step.observation.anchor == first.observation.anchor
         assert step.observation.admissible_actions == first.observation.admissible_actions
-        assert step.observation.text.startswith("Nothing happens.")
+        assert step.observation.text == "Nothing happens."
     # The game was untouched: the walkthrough still wins, now from step 9 on.
     commands = walkthrough(split, task_id)
     for command in commands[:-1]:

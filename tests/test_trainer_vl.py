@@ -104,10 +104,11 @@ def test_image_observations_reach_the_actor(ray_session, tiny_vl_model_dir, tmp_
     assert step["himac/failed_groups"] == 0
     trained = step["himac/samples/trained"]
     assert trained == step["himac/samples/flat"] >= 2  # 2 episodes of 1-2 turns
-    # every trained sample carries its board's pixels: a 96x96 board is 36 patch rows of 3*2*14*14 values
+    # every trained sample carries its board's pixels: the 256x256 board, shrunk to 224x224 by the tiny
+    # processor's max_pixels (28*28*64), is 16x16 = 256 patch rows of 3*2*14*14 values
     assert step[PROBE + "samples_with_pixels"] == step[PROBE + "samples"] >= trained
     assert step[PROBE + "pixel_dim"] == 3 * 2 * 14 * 14
-    assert step[PROBE + "pixel_rows"] == step[PROBE + "grid_patches"] == 36 * step[PROBE + "samples"]
+    assert step[PROBE + "pixel_rows"] == step[PROBE + "grid_patches"] == 256 * step[PROBE + "samples"]
     assert math.isfinite(step["actor/pg_loss"])
     # the actor's recomputed log-probs equal the rollout server's, which ran the model on the images
     assert step["training/rollout_probs_diff_mean"] < 1e-4

@@ -36,7 +36,7 @@ METHODS = {  # --method -> (agent loop, himac.schedule.mode, algorithm.adv_estim
     "flat": ("flat_agent", "flat", "episode_grpo"),
 }
 LOG_NAME = "episodes.jsonl"
-DEFAULT_PROMPT_LENGTH = 2048  # ALFWorld prompts with admissible-action lists need ~1.5k tokens
+DEFAULT_PROMPT_LENGTH = 2048  # ALFWorld executor prompts stay under ~1k tokens over 10 steps (SmolLM2 tokenizer)
 DEFAULT_RESPONSE_LENGTH = 256
 
 

@@ -6,11 +6,14 @@ which only finds games that ship ``traj_data.json``. One TextWorld env is built 
 reset *loads* the next game into it: building a new ``PddlEnv`` per game loads a fresh copy of
 fast-downward's shared library that is never unloaded (the memory growth noted in env-facts.md).
 
-Observation text: the game's feedback (the intro banner dropped), a blank line, then
-``Admissible actions: 'go to desk 1', 'look', ...``; ``Observation.admissible_actions`` holds the same
-list. ``help`` is left out of the list (its answer is a fixed command reference, never state). Actions
-are projected onto the list by :func:`himac_verl.envs.projection.project_admissible` (exact after
-normalising case/blanks, else a conservative fuzzy match, else invalid). Reward: 10 on the winning step
+Observation text: the game's feedback only (the intro banner dropped; ``Nothing happens.`` after an
+invalid action). The admissible commands are in ``Observation.admissible_actions`` and NOT in the text: the
+prompt templates show the list once (``$admissible``), and the loops' history entries repeat the
+observation text, so a list in the text would be repeated once per past step (the executor prompt grew from
+about 650 to 3,000 tokens in 10 steps). ``help`` is left out of the list (its answer is a fixed command
+reference, never state). Actions are projected onto the list by
+:func:`himac_verl.envs.projection.project_admissible` (exact after normalising case/blanks, else a
+conservative fuzzy match, else invalid). Reward: 10 on the winning step
 (``10 * won``), else 0; an invalid action gives ``INVALID_ACTION_PENALTY``, leaves the game untouched
 and still counts toward ``max_steps`` (50).
 
@@ -33,6 +36,8 @@ INVALID_FEEDBACK = "Nothing happens."  # what the game itself answers to a comma
 
 
 def format_admissible(commands: list[str]) -> str:
+    """The list as one line (``Admissible actions: 'look', ...``), for callers that want it as text; the
+    observation text does not carry it (the prompts use ``himac_verl.agent.prompts.format_admissible``)."""
     return "Admissible actions: " + ", ".join(f"'{c}'" for c in commands)
 
 
@@ -103,8 +108,7 @@ class AlfWorldEnv(AgentEnv):
         projection = project_admissible(action_text(action), self._admissible, self.fuzzy_threshold)
         info: dict[str, Any] = {"projection": projection.how, "steps": self._steps}
         if projection.command is None:
-            obs = Observation(f"{INVALID_FEEDBACK}\n\n{format_admissible(self._admissible)}", self._anchor,
-                              admissible_actions=list(self._admissible))
+            obs = Observation(INVALID_FEEDBACK, self._anchor, admissible_actions=list(self._admissible))
             reward, won = INVALID_ACTION_PENALTY, False
             info["feedback"] = INVALID_FEEDBACK
         else:
@@ -119,5 +123,4 @@ class AlfWorldEnv(AgentEnv):
     def _observe(self, feedback: str, admissible: list[str]) -> Observation:
         self._admissible = [c for c in admissible if self.include_help or c != "help"]
         self._anchor = feedback + "\n" + "\n".join(sorted(self._admissible))
-        text = f"{feedback}\n\n{format_admissible(self._admissible)}"
-        return Observation(text, self._anchor, admissible_actions=list(self._admissible))
+        return Observation(feedback, self._anchor, admissible_actions=list(self._admissible))

@@ -1,8 +1,17 @@
-"""A small numpy renderer: one flat-colour tile per cell, e.g. 6x6 cells of 16 px -> 96x96x3 uint8.
+"""A small numpy renderer: one flat-colour tile per cell, e.g. 6x6 cells of 16 px -> 96x96x3 uint8, or a
+frame of a given size (``image_px``, the env's default 256: 6x6 cells -> 256x256x3).
+
+A vision model needs the bigger frame: Qwen2-VL/Qwen2.5-VL's image processor cuts an image into 14 px
+patches and merges 2x2 of them per visual token, so a 96x96 board (resized to 84x84) is 9 visual tokens for
+36 cells, and a 256x256 one (252x252) is 81.
 
 Tiles are drawn once per tile size and composed by fancy indexing, so a frame costs one gather, not a
-loop over cells. Colours follow gym-sokoban's look loosely (brown walls, a box, a red target mark, a
-green box on a target, a blue player) and are chosen to stay distinct for a vision model.
+loop over cells. A frame of a given size is drawn with tiles of ``ceil(image_px / cells)`` px and brought to
+the exact size by nearest-neighbour sampling (each tile 1 px narrower or not): the edges stay crisp and
+every pixel keeps one of the tile colours.
+
+Colours follow gym-sokoban's look loosely (brown walls, a box, a red target mark, a green box on a target,
+a blue player) and are chosen to stay distinct for a vision model.
 """
 
 from __future__ import annotations
@@ -59,10 +68,30 @@ def tiles(px: int) -> np.ndarray:
     return t
 
 
-def render_rgb(grid_text: str, px: int = 16) -> np.ndarray:
-    """RGB image of a grid written in the level symbols: uint8 [rows*px, cols*px, 3]."""
+def render_rgb(grid_text: str, px: int = 16, image_px: int | None = None) -> np.ndarray:
+    """RGB image of a grid written in the level symbols, uint8.
+
+    ``image_px=None``: tiles of ``px`` px, shape [rows*px, cols*px, 3]. Else the image's shorter side is
+    ``image_px`` and its longer side keeps the board's aspect (``round(cells * image_px / shorter cells)``):
+    a square board gives [image_px, image_px, 3]; ``px`` is then unused.
+    """
     rows = grid_text.split("\n")
     h, w = len(rows), len(rows[0])
     codes = np.fromiter((_CODE[ch] for row in rows for ch in row), dtype=np.intp, count=h * w).reshape(h, w)
+    if image_px is not None:
+        if image_px < 1:
+            raise ValueError(f"image_px must be >= 1, got {image_px!r}")
+        px = max(4, -(-image_px // min(h, w)))
     img = tiles(px)[codes]  # [h, w, px, px, 3]
-    return np.ascontiguousarray(img.transpose(0, 2, 1, 3, 4).reshape(h * px, w * px, 3))
+    img = img.transpose(0, 2, 1, 3, 4).reshape(h * px, w * px, 3)
+    if image_px is not None:
+        scale = image_px / min(h, w)
+        out_h, out_w = round(h * scale), round(w * scale)
+        if (out_h, out_w) != img.shape[:2]:
+            img = img[_nearest(img.shape[0], out_h)][:, _nearest(img.shape[1], out_w)]
+    return np.ascontiguousarray(img)
+
+
+def _nearest(size: int, out: int) -> np.ndarray:
+    """Source index of each of ``out`` samples of a ``size``-long axis (nearest neighbour, pixel centres)."""
+    return np.minimum(((np.arange(out) + 0.5) * size / out).astype(np.intp), size - 1)
