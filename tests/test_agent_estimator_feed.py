@@ -28,7 +28,7 @@ def policy(call):
     text = call.prompt_text
     if "You are the planner" in text:
         return PLANS[int(re.search(r"/macro(\d+)$", call.request_id).group(1))]
-    step = int(re.search(r"\(step (\d+) of at most", text).group(1))
+    step = int(re.search(r"step (\d+) of at most", text).group(1))
     micro = re.search(r"/micro(\d+)$", call.request_id)
     if micro:
         return f"<action>{MICRO[int(micro.group(1))][step - 1]}</action>"
@@ -67,11 +67,12 @@ def test_joint_call_feeds_himac_with_macro_and_micro_groups(tok):
     micro = [e for e in extra if e["pass"] == "micro"]
     assert len(planners) == 3 and len({e["episode_uid"] for e in micro}) == 3  # macro group 3, micro group 3
     mask = mask_of(outs)
-    adv, _ = compute_advantage("himac", extra, mask)
+    adv, _ = compute_advantage("himac", extra, mask, {"stats": "episode", "penalty": "episode"})
     per_sample = [float(adv[i][mask[i].bool()][0]) for i in range(len(outs))]
     assert torch.all(adv[~mask.bool()] == 0)
-    # macro: returns of the three blueprints: "go left" 0.0 (3 moves), "go right" 10.0, unparsable -0.3
-    macro_want = dict(zip(["bp0", "bp1", "bp2"], zscore([0.0, 10.0, -0.3]), strict=True))
+    # macro: returns of the three blueprints: "go left" 0.0 (3 moves), "go right" 10.0, unparsable -2.6
+    # (the default parse-failure return on Sokoban with 3 steps: worst return 3 * -0.2 - 1, minus 1)
+    macro_want = dict(zip(["bp0", "bp1", "bp2"], zscore([0.0, 10.0, -2.6]), strict=True))
     for e, a in zip(extra, per_sample, strict=True):
         if e["role"] == "planner":
             assert a == pytest.approx(macro_want[e["blueprint_uid"].rsplit("/", 1)[1]], abs=1e-5)
@@ -82,6 +83,16 @@ def test_joint_call_feeds_himac_with_macro_and_micro_groups(tok):
         if e["pass"] == "micro":
             assert e["blueprint_uid"].endswith("/bp1")
             assert a == pytest.approx(micro_want[e["episode_uid"].rsplit("/", 1)[1]], abs=1e-5)
+    # the defaults (turn statistics, penalty on its turn): the micro group's turn scores are micro0: 10;
+    # micro1: 10 - 0.1 on its invalid "stay" turn, then 10; micro2: 0, 0, 0 (env returns without penalty)
+    adv, _ = compute_advantage("himac", extra, mask)
+    turn_scores = {("micro0", 1): 10.0, ("micro1", 1): 9.9, ("micro1", 2): 10.0,
+                   ("micro2", 1): 0.0, ("micro2", 2): 0.0, ("micro2", 3): 0.0}
+    want = dict(zip(turn_scores, zscore(list(turn_scores.values())), strict=True))
+    for i, e in enumerate(extra):
+        if e["pass"] == "micro":
+            key = (e["episode_uid"].rsplit("/", 1)[1], e["turn"])
+            assert float(adv[i][mask[i].bool()][0]) == pytest.approx(want[key], abs=1e-5)
 
 
 def test_flat_call_feeds_episode_grpo_and_gigpo(tok):

@@ -22,7 +22,7 @@ def tok():
 def templates(tmp_path_factory):
     root = tmp_path_factory.mktemp("templates")
     (root / "line").mkdir()
-    (root / "line" / "flat.v1.txt").write_text("F|$instruction|H:$history|O:$observation|$admissible|s$step")
+    (root / "line" / "flat.v2.txt").write_text("F|$instruction|H:$history|O:$observation|$admissible|s$step")
     return str(root)
 
 

@@ -38,8 +38,8 @@ def tok():
 def templates(tmp_path_factory):
     root = tmp_path_factory.mktemp("templates")
     (root / "line").mkdir()
-    (root / "line" / "planner.v1.txt").write_text("P|$instruction|$observation|$admissible")
-    (root / "line" / "executor.v1.txt").write_text(
+    (root / "line" / "planner.v2.txt").write_text("P|$instruction|$observation|$admissible")
+    (root / "line" / "executor.v2.txt").write_text(
         "E|$blueprint|$subgoal_number/$num_subgoals:$subgoal|H:$history|O:$observation|s$step")
     return str(root)
 
@@ -164,18 +164,24 @@ def test_sub_done_advances_after_the_action_and_masks_history(tok, templates):
     assert fields(outs, "episode_return") == [10.0] * 4
 
 
-def test_sub_done_only_turn_advances_without_env_step(tok, templates):
+def test_sub_done_only_turns_are_charged_like_invalid_ones(tok, templates):
+    """A ``<sub_done>`` with no action is an env step like an invalid action (-0.1, one step of the budget):
+    refused before any step on the subgoal, allowed after one (docs/credit.md: no free turns)."""
     def executor(k, subgoal, pos, call):
         return "<sub_done>" if k == 1 else "<action>right</action>"
 
     outs, _, _ = run_call(tok, planner_or(executor), templates=templates, phase="eval", task_id="2")
     execs = outs[1:]
-    assert fields(execs, "subgoal_index") == [0, 1, 1]
-    assert fields(execs, "anchor") == ["0", "0", "1"]  # the sub_done-only turn did not move
-    assert fields(execs, "step_reward") == [0.0, 0.0, 10.0]
-    assert execs[0].extra_fields["flags"]["sub_done"] and not execs[0].extra_fields["flags"]["invalid_action"]
-    assert outs[0].extra_fields["env_steps"] == 2  # two env steps for three executor turns
-    assert execs[1].prompt_ids == chat_ids(tok, executor_text(BP_RIGHT, 2, 2, "go right again", hist(), "pos=0", 1))
+    assert fields(execs, "subgoal_index") == [0, 0, 1, 1]
+    assert fields(execs, "anchor") == ["0", "0", "0", "1"]  # the sub_done-only turns did not move
+    assert fields(execs, "step_reward") == pytest.approx([-0.1, -0.1, 0.0, 10.0])
+    assert fields(execs, "penalty") == pytest.approx([-0.1, -0.1, 0.0, 0.0])
+    assert [set_flags(o) for o in execs] == [["invalid_action", "sub_done_refused"], ["invalid_action", "sub_done"],
+                                             [], []]
+    assert outs[0].extra_fields["env_steps"] == 4  # every executor turn is an env step
+    assert outs[0].extra_fields["episode_return"] == pytest.approx(9.8)
+    assert outs[0].extra_fields["episode_penalty"] == pytest.approx(-0.2)
+    assert execs[2].prompt_ids == chat_ids(tok, executor_text(BP_RIGHT, 2, 2, "go right again", hist(), "pos=0", 3))
 
 
 def test_budget_forces_the_advance_and_last_subgoal_continues(tok, templates):
@@ -204,8 +210,9 @@ def test_parse_failure_is_a_sample_with_the_failure_return(tok, templates):
     assert len(outs) == 1 and len(server.calls) == 1  # the episode was not executed
     e = outs[0].extra_fields
     assert e["role"] == "planner" and e["flags"]["parse_failure"] and e["parse_error"] == "no_plan_block"
-    assert e["episode_return"] == pytest.approx(-0.6)  # default: max_env_steps * INVALID_ACTION_PENALTY
-    assert outs[0].reward_score == pytest.approx(-0.6)
+    # default: the worst parsed return (6 invalid steps: -0.6) minus the margin 1.0
+    assert e["episode_return"] == pytest.approx(-1.6)
+    assert outs[0].reward_score == pytest.approx(-1.6)
     assert (e["won"], e["env_steps"], e["num_subgoals"]) == (False, 0, 0)
     outs, _, _ = run_call(tok, lambda c: "<plan>\nnot numbered\n</plan>", templates=templates, phase="eval",
                           parse_failure_return=-3.0)
@@ -242,7 +249,7 @@ def test_phases_macro_scoring_best_blueprint_and_micro_pass(tok, templates, phas
     assert len(planners) == 3 and all(o.extra_fields["pass"] == "macro" for o in planners)
     by_bp = {o.extra_fields["blueprint_uid"]: o.extra_fields for o in planners}
     rets = sorted(e["episode_return"] for e in by_bp.values())
-    assert rets == pytest.approx([-0.3, 0.0, 10.0])  # parse failure (3 * -0.1), go left (3 moves), go right (win)
+    assert rets == pytest.approx([-1.3, 0.0, 10.0])  # parse failure (3 * -0.1 - 1), go left (3 moves), go right (win)
     macro_exec = [o for o in outs if o.extra_fields["role"] == "executor" and o.extra_fields["pass"] == "macro"]
     assert len(macro_exec) == 3 + 1  # "go left": 3 turns to the step limit; "go right": 1 winning turn
     planner_calls = [c for c in server.calls if "P|" in c.prompt_text]

@@ -46,8 +46,8 @@ def solver_policy(call):
     task whose boards include the shown board."""
     if "You are the planner" in call.prompt_text:
         return "<think>push it</think><plan>\n1. get behind the box\n2. push the box onto the target\n</plan>"
-    board = re.search(r"symbols: [^)]*\):\n(.*?)\n\n", call.prompt_text, re.DOTALL).group(1)
-    step = int(re.search(r"\(step (\d+) of at most 15", call.prompt_text).group(1))
+    board = re.search(r"Board \([^)]*\):\n(.*?)\nGive one move", call.prompt_text, re.DOTALL).group(1)
+    step = int(re.search(r"step (\d+) of at most 15", call.prompt_text).group(1))
     (task_id,) = [t for t in TASK_IDS if board in boards(t)]
     return f"<think>next</think><action>{solution(task_id)[step - 1]}</action>"
 

@@ -114,7 +114,9 @@ def test_invalid_actions_are_flagged_and_leave_the_state(bad):
     env = make_env("sokoban")
     start = env.reset(task(3)).observation
     step = env.step(bad)
-    assert (step.is_action_valid, step.action, step.reward) == (False, None, INVALID_ACTION_PENALTY)
+    # a no-op step: the step's -0.1 plus the invalid-action penalty (verl-agent's -0.2 in all)
+    assert (step.is_action_valid, step.action) == (False, None)
+    assert step.reward == pytest.approx(-0.1 + INVALID_ACTION_PENALTY) and step.penalty == INVALID_ACTION_PENALTY
     assert step.observation.anchor == start.anchor and not step.done and step.info["steps"] == 1
 
 
@@ -138,8 +140,10 @@ def test_observation_modes_and_renderer():
     text_env, image_env, both_env = SokobanEnv(), SokobanEnv(observation="image"), SokobanEnv(observation="both")
     t, i, b = (e.reset(task(11)).observation for e in (text_env, image_env, both_env))
     assert t.image is None and t.text == t.anchor
-    assert i.text == "" and i.anchor == t.anchor and i.image.shape == (96, 96, 3) and i.image.dtype == np.uint8
+    assert i.text == "" and i.anchor == t.anchor and i.image.shape == (256, 256, 3) and i.image.dtype == np.uint8
     assert b.text == t.text and np.array_equal(b.image, i.image)
+    small = SokobanEnv(observation="image", image_px=None).reset(task(11)).observation.image
+    assert small.shape == (96, 96, 3) and np.array_equal(small, render_rgb(t.text, px=16))
     # One tile per cell: the player's tile differs from a floor tile, walls from floor.
     img = render_rgb("#_\n@$", px=8)
     assert img.shape == (16, 16, 3)
@@ -147,6 +151,60 @@ def test_observation_modes_and_renderer():
     assert len({a.tobytes() for a in (wall, floor, player, box)}) == 4
     moved = both_env.step("left").observation
     assert np.array_equal(moved.image, b.image) == (moved.anchor == b.anchor)
+
+
+def _tile_colours(img: np.ndarray) -> set[bytes]:
+    return {px.tobytes() for px in img.reshape(-1, 3)}
+
+
+def test_images_are_crisp_tiles_of_the_same_colours():
+    from himac_verl.envs.sokoban.render import TILE_ORDER, tiles
+
+    grid = SokobanEnv().reset(task(11)).observation.text
+    img = render_rgb(grid, image_px=256)
+    assert img.shape == (256, 256, 3) and img.dtype == np.uint8 and img.flags.c_contiguous
+    tile_colours = {sym: _tile_colours(tiles(43)[i]) for i, sym in enumerate(TILE_ORDER)}
+    # nearest-neighbour: only the tile colours, no blended edge pixels
+    assert _tile_colours(img) <= set().union(*tile_colours.values())
+    # crisp tiles: the inside of each cell (256/6 px, 3 px kept clear of the edges) holds only its own
+    # tile's colours, and the cell's centre pixel is the tile's centre pixel (walls: brick or mortar)
+    side = 256 / 6
+    for r, row in enumerate(grid.split("\n")):
+        for c, sym in enumerate(row):
+            y0, y1, x0, x1 = (round(v) for v in (r * side + 3, (r + 1) * side - 3, c * side + 3, (c + 1) * side - 3))
+            assert _tile_colours(img[y0:y1, x0:x1]) <= tile_colours[sym], (r, c, sym)
+            if sym != "#":
+                centre = img[int((r + 0.5) * side), int((c + 0.5) * side)]
+                assert np.array_equal(centre, tiles(43)[TILE_ORDER.index(sym)][21, 21]), (r, c, sym)
+    # non-square boards keep square cells: the shorter side is image_px
+    assert render_rgb("#####\n#@$.#\n#####", image_px=256).shape == (256, 427, 3)
+    assert SokobanEnv(height=8, width=7, observation="image").reset(task(5)).observation.image.shape == (293, 256, 3)
+    with pytest.raises(ValueError, match="image_px"):
+        SokobanEnv(image_px=8)
+
+
+def qwen2_5_vl_visual_tokens(image: np.ndarray, **processor_options) -> int:
+    """Merged visual tokens Qwen2.5-VL's image processor gives an image (its published defaults, offline)."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    options = dict(patch_size=14, merge_size=2, temporal_patch_size=2, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+    options.update(processor_options)
+    processor = Qwen2VLImageProcessorPil(**options)
+    from PIL import Image
+
+    grid_thw = processor(images=[Image.fromarray(image)], return_tensors="np")["image_grid_thw"]
+    return int(np.prod(grid_thw[0])) // options["merge_size"] ** 2
+
+
+def test_default_image_is_81_qwen_visual_tokens():
+    """256x256 -> 252x252 -> 18x18 patches -> 81 tokens after the 2x2 merge; the old 96x96 -> 84x84 -> 9."""
+    default = SokobanEnv(observation="image").reset(task(11)).observation.image
+    old = SokobanEnv(observation="image", image_px=None).reset(task(11)).observation.image
+    assert min(default.shape[:2]) >= 256 and old.shape == (96, 96, 3)
+    assert qwen2_5_vl_visual_tokens(default) == 81
+    assert qwen2_5_vl_visual_tokens(old) == 9
+    # the tiny test model's processor (tests/conftest.py: max_pixels 28*28*64) shrinks it to 224x224: 64
+    assert qwen2_5_vl_visual_tokens(default, min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64) == 64
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,16 @@ verl hands every agent loop the whole trainer config; the loops read (all option
     himac.agent.max_env_steps        global env-step limit of an episode (default per env: 15/50/15)
     himac.agent.subgoal_step_budget  env steps per subgoal before a forced advance (default per env 4/10/5)
     himac.agent.max_subgoals         blueprint limit (6); himac.agent.max_subgoal_chars (200)
-    himac.agent.parse_failure_return return of a blueprint that does not parse (default per env:
-                                     max_env_steps * INVALID_ACTION_PENALTY, i.e. an all-invalid episode)
+    himac.agent.parse_failure_return return of a blueprint that does not parse (default per env: the
+                                     env's worst possible episode return minus PARSE_FAILURE_MARGIN, so
+                                     an unparsable plan scores strictly below every parsed one)
     himac.agent.blueprint_selection  best | random (ablation)
     himac.agent.blueprint_format     tagged (numbered subgoals in <plan>...</plan>, default) | choice (the
                                      first response token picks one of himac.agent.blueprint_choices:
                                      the blueprint-bandit diagnostic)
     himac.agent.use_sub_done         false = ablation: ``<sub_done>`` ignored, fixed-step switching
     himac.agent.flat_history_turns   last-k turns shown to the flat loop (default 2)
-    himac.agent.template_version     prompt template version (v1); himac.agent.template_dir overrides the
+    himac.agent.template_version     prompt template version (v2; v1: before <sub_done> went after </action>); himac.agent.template_dir overrides the
                                      packaged templates (a folder with ``<env>/<role>.<version>.txt``)
     himac.agent.seed                 seed of the random-blueprint ablation (default 0)
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from himac_verl.agent.prompts import TEMPLATE_VERSION
 from himac_verl.envs.base import INVALID_ACTION_PENALTY
 
 PHASES = ("macro", "micro", "joint", "flat", "eval")
@@ -45,6 +47,25 @@ ENV_DEFAULTS: dict[str, tuple[int, int]] = {
     "webshop": (15, 5),
     "bandit": (1, 1),  # the one-step blueprint bandit (diagnostic)
 }
+
+
+# How far below the env's worst possible episode return an unparsable blueprint scores (default).
+PARSE_FAILURE_MARGIN = 1.0
+
+
+def default_parse_failure_return(env_name: str, max_env_steps: int, env_kwargs: dict | None = None) -> float:
+    """The env's worst possible return over ``max_env_steps`` steps (``AgentEnv.worst_return``, derived from
+    its reward rules) minus ``PARSE_FAILURE_MARGIN``: a blueprint that does not parse scores strictly below
+    any parsed one, so the macro signal teaches the format. Envs outside the registry (tests) use the rule
+    of envs whose only negative reward is the invalid-action penalty."""
+    from himac_verl.envs import ENV_CLASSES, env_class
+
+    options = {k: v for k, v in (env_kwargs or {}).items() if k == "num_boxes"}
+    if env_name in ENV_CLASSES or ":" in env_name:
+        worst = env_class(env_name).worst_return(max_env_steps, **options)
+    else:
+        worst = max_env_steps * INVALID_ACTION_PENALTY
+    return float(worst) - PARSE_FAILURE_MARGIN
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -99,13 +120,13 @@ class LoopSettings:
     subgoal_step_budget: int = 4
     max_subgoals: int = 6
     max_subgoal_chars: int = 200
-    parse_failure_return: float = 15 * INVALID_ACTION_PENALTY
+    parse_failure_return: float = 15 * INVALID_ACTION_PENALTY - PARSE_FAILURE_MARGIN
     blueprint_selection: str = "best"
     blueprint_format: str = "tagged"
     blueprint_choices: tuple[tuple[str, ...], ...] = ()
     use_sub_done: bool = True
     flat_history_turns: int = 2
-    template_version: str = "v1"
+    template_version: str = TEMPLATE_VERSION
     template_dir: str | None = None
     seed: int = 0
     prompt_length: int = 2048
@@ -134,11 +155,6 @@ class LoopSettings:
             if not ok:
                 raise ValueError(f"invalid agent-loop setting {key}={value!r}")
 
-    @property
-    def max_turns(self) -> int:
-        """Global cap on executor model turns: every env step plus one ``<sub_done>``-only turn per subgoal."""
-        return self.max_env_steps + self.max_subgoals
-
     @classmethod
     def from_config(cls, config: Any, env_name: str) -> LoopSettings:
         """Build from the trainer config (``DictConfig`` or dict) for one env."""
@@ -155,7 +171,9 @@ class LoopSettings:
             raise ValueError(
                 f"env {env_name!r} has no built-in step defaults (known: {sorted(ENV_DEFAULTS)}): set "
                 f"himac.agent.max_env_steps and himac.agent.subgoal_step_budget")
-        failure_return = _get(agent, "parse_failure_return", int(max_env_steps) * INVALID_ACTION_PENALTY)
+        failure_return = _get(agent, "parse_failure_return", None)
+        if failure_return is None:
+            failure_return = default_parse_failure_return(env_name, int(max_env_steps), _to_dict(_get(himac, "env_kwargs")))
         return cls(
             env_name=env_name,
             group_size=int(_get(himac, "group_size", 8)),
@@ -172,7 +190,7 @@ class LoopSettings:
             blueprint_choices=tuple(tuple(str(g) for g in c) for c in _to_list(_get(agent, "blueprint_choices"))),
             use_sub_done=bool(_get(agent, "use_sub_done", True)),
             flat_history_turns=int(_get(agent, "flat_history_turns", 2)),
-            template_version=str(_get(agent, "template_version", "v1")),
+            template_version=str(_get(agent, "template_version", TEMPLATE_VERSION)),
             template_dir=_get(agent, "template_dir"),
             seed=int(_get(agent, "seed", 0)),
             prompt_length=int(_get(rollout, "prompt_length", 2048)),

@@ -25,7 +25,14 @@ from himac_verl.agent.loop_base import (
     step_env,
     task_from_row,
 )
-from himac_verl.agent.prompts import HistoryEntry, format_admissible, format_history, load_template, render
+from himac_verl.agent.prompts import (
+    HistoryEntry,
+    format_admissible,
+    format_history,
+    format_moves,
+    load_template,
+    render,
+)
 from himac_verl.agent.samples import Episode, episode_outputs
 from himac_verl.envs.base import ResetResult
 
@@ -68,6 +75,7 @@ class FlatAgentLoop(EnvAgentLoopBase):
                         return render(
                             template, instruction=reset.instruction,
                             history=format_history(shown, step_no - len(shown)), history_count=len(shown),
+                            moves=format_moves(shown),
                             observation=obs.text, admissible=format_admissible(obs.admissible_actions),
                             step=step_no, max_steps=settings.max_env_steps, legend=reset.info.get("legend") or "")
 

@@ -14,16 +14,20 @@ Executor turns (per episode, with the active subgoal k of K):
 
 - prompt = task + blueprint + active subgoal + ONLY this subgoal's steps (the temporal mask) + the current
   observation (and admissible actions where the env lists them);
-- the output's last ``<action>`` block is the action; with no block the raw text goes to the env, which
-  judges it invalid (-0.1, the episode goes on);
-- ``<sub_done>`` advances to subgoal k+1. An action in the same turn is executed FIRST, then the subgoal
-  advances. A turn with ``<sub_done>`` and no action advances without an env step (it still counts toward
-  the turn cap). On the last subgoal ``<sub_done>`` has nothing to advance to: the executor simply goes on
-  with the last subgoal until the episode ends;
+- the output's last ``<action>`` block is the action (``<sub_done>`` tags inside it are stripped); with no
+  block the raw text (tags stripped) goes to the env, which judges it invalid unless it is a bare legal
+  action;
+- EVERY executor turn is one env step, charged by the env's rules: a turn without a legal action is an
+  invalid step (-0.1 on top of the env's own step cost) and uses one step of ``max_env_steps``. So no turn
+  is free: a ``<sub_done>``-only turn costs exactly what an invalid turn costs;
+- ``<sub_done>`` (counted only outside ``<think>`` and ``<action>``, written after ``</action>``) advances to
+  subgoal k+1 after this turn's step, but only where it may: the subgoal has seen an env step before this
+  turn or this turn carries an action, and k is not the last subgoal. Elsewhere it is refused (flag
+  ``sub_done_refused``) and the turn is an ordinary step;
 - after ``subgoal_step_budget`` env steps on one subgoal the advance is forced (flag ``budget_forced``);
   with ``use_sub_done=false`` (ablation) ``<sub_done>`` is ignored and only the budget switches subgoals;
-- the episode ends when the env says done, at ``max_env_steps`` env steps, or at ``max_turns`` executor
-  turns (``max_env_steps + max_subgoals``), or on an env/server failure (flagged; return = rewards so far).
+- the episode ends when the env says done, at ``max_env_steps`` env steps, or on an env/server failure
+  (flagged ``failed``: its samples never train; return = rewards so far).
 
 A blueprint that does not parse ends its episode at once with ``parse_failure_return``; the planner
 sample is still returned (the planner must learn to write parsable plans). Episodes of a call run
@@ -46,8 +50,9 @@ from himac_verl.agent.blueprint import (
     BlueprintCandidate,
     BlueprintParseError,
     best_blueprint,
-    has_sub_done,
+    declares_sub_done,
     parse_planner_output,
+    strip_sub_done,
 )
 from himac_verl.agent.config import LoopSettings
 from himac_verl.agent.loop_base import (
@@ -59,7 +64,15 @@ from himac_verl.agent.loop_base import (
     step_env,
     task_from_row,
 )
-from himac_verl.agent.prompts import HistoryEntry, format_admissible, format_history, load_template, render
+from himac_verl.agent.prompts import (
+    HistoryEntry,
+    executor_template,
+    format_admissible,
+    format_history,
+    format_moves,
+    load_template,
+    render,
+)
 from himac_verl.agent.samples import Episode, episode_outputs
 from himac_verl.envs.base import ResetResult, TaskSpec
 
@@ -160,8 +173,9 @@ class HiMACAgentLoop(EnvAgentLoopBase):
                 logger.warning("task %s: planner turn failed, episode dropped: %s", ctx.task.uid, err)
                 return None
             episode.records.append(record)
-            try:
-                blueprint = parse_planner_output(record.text, record.response_ids, settings)
+            try:  # off the event loop: other episodes of this worker keep going while it parses
+                blueprint = await self.loop.run_in_executor(
+                    None, parse_planner_output, record.text, record.response_ids, settings)
             except BlueprintParseError as err:
                 record.flags["parse_failure"] = True
                 episode.parse_error = err.reason
@@ -191,12 +205,13 @@ class HiMACAgentLoop(EnvAgentLoopBase):
         settings = ctx.settings
         if not await observe_blueprint(env, blueprint.subgoals, episode):
             return
-        template = load_template(settings.env_name, "executor", settings.template_version, settings.template_dir)
+        template = executor_template(settings.env_name, settings.use_sub_done, settings.template_version,
+                                     settings.template_dir)
         last = blueprint.num_subgoals - 1
         obs = reset.observation
         k, segment, steps_on_subgoal, turns = 0, [], 0, 0
         while True:
-            if episode.env_steps >= settings.max_env_steps or turns >= settings.max_turns:
+            if episode.env_steps >= settings.max_env_steps:
                 episode.flag_episode("step_limit")
                 return
             turns += 1
@@ -208,6 +223,7 @@ class HiMACAgentLoop(EnvAgentLoopBase):
                     template, instruction=reset.instruction, blueprint=blueprint.render(),
                     subgoal_number=k + 1, num_subgoals=blueprint.num_subgoals, subgoal=blueprint.subgoals[k],
                     history=format_history(shown, step_no - len(shown)), history_count=len(shown),
+                    moves=format_moves(shown),
                     observation=obs.text, admissible=format_admissible(obs.admissible_actions),
                     step=step_no, max_steps=settings.max_env_steps, legend=reset.info.get("legend") or "")
 
@@ -222,21 +238,26 @@ class HiMACAgentLoop(EnvAgentLoopBase):
                 return
             episode.records.append(record)
             action = pool_access.extract_action(record.text)
-            declared = settings.use_sub_done and has_sub_done(record.text)
-            if action is not None or not declared:
-                result = await step_env(env, action if action is not None else record.text, record, episode)
-                if result is None:
-                    return  # env failure, flagged by step_env
-                segment.append(HistoryEntry(obs.text, action if action is not None else NO_ACTION))
-                steps_on_subgoal += 1
-                obs = result.observation
-                if result.done:
-                    episode.won = bool(result.won)
-                    return
-            if k < last and declared:
+            if action is not None:
+                action = strip_sub_done(action) or None
+            declared = settings.use_sub_done and declares_sub_done(record.text)
+            may_advance = k < last and (steps_on_subgoal >= 1 or action is not None)
+            result = await step_env(env, action if action is not None else strip_sub_done(record.text),
+                                    record, episode)
+            if result is None:
+                return  # env failure, flagged by step_env
+            segment.append(HistoryEntry(obs.text, action if action is not None else NO_ACTION))
+            steps_on_subgoal += 1
+            obs = result.observation
+            if result.done:
+                episode.won = bool(result.won)
+                return
+            if declared and may_advance:
                 record.flags["sub_done"] = True
             elif k < last and steps_on_subgoal >= settings.subgoal_step_budget:
                 record.flags["budget_forced"] = True
+                record.flags["sub_done_refused"] = declared
             else:
+                record.flags["sub_done_refused"] = declared
                 continue
             k, segment, steps_on_subgoal = k + 1, [], 0

@@ -254,6 +254,7 @@ async def step_env(env, action: str, record: TurnRecord, episode) -> Any:
         return None
     record.env_s = time.perf_counter() - t0
     record.step_reward = float(result.reward)
+    record.penalty = float(result.penalty)
     record.flags["invalid_action"] = not result.is_action_valid
     record.env_step, record.env_action = True, result.action
     episode.episode_return += float(result.reward)

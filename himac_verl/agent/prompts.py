@@ -10,7 +10,10 @@ text), ``$admissible`` (a line listing legal actions, or empty when the env list
 env step about to be taken), ``$max_steps``, ``$legend`` (the env's symbol legend from its reset info,
 e.g. Sokoban's; empty when it has none). Planner: ``$max_subgoals``. Executor: ``$blueprint``
 (numbered subgoals), ``$subgoal_number`` (1-based), ``$num_subgoals``, ``$subgoal``, ``$history``,
-``$history_count``. Flat: ``$history``, ``$history_count``.
+``$history_count``, ``$moves`` (the same steps' actions only, for envs whose observation is the whole state,
+like Sokoban's board). Flat: ``$history``, ``$history_count``, ``$moves``. The ``executor_fixed`` role is the
+executor of the no-``<sub_done>`` ablation (fixed-step subgoal switching): its template does not mention the
+tag. ``TEMPLATE_VERSION`` is the default version (v2: ``<sub_done>`` goes right after ``</action>``).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-ROLES = ("planner", "executor", "flat")
-MAX_ADMISSIBLE_SHOWN = 60  # ALFWorld lists ~40 commands; WebShop pages list clickables
+ROLES = ("planner", "executor", "executor_fixed", "flat")
+TEMPLATE_VERSION = "v2"
+MAX_ADMISSIBLE_SHOWN = 100  # ALFWorld lists up to ~64 commands (measured); WebShop pages list clickables
 
 
 @functools.lru_cache(maxsize=64)
-def load_template(env: str, role: str, version: str = "v1", template_dir: str | None = None) -> string.Template:
+def load_template(env: str, role: str, version: str = TEMPLATE_VERSION, template_dir: str | None = None) -> string.Template:
     """The template for (env, role, version); ``template_dir`` overrides the packaged folder."""
     if role not in ROLES:
         raise ValueError(f"template role must be one of {ROLES}, got {role!r}")
@@ -43,6 +47,18 @@ def load_template(env: str, role: str, version: str = "v1", template_dir: str | 
     return string.Template(resource.read_text(encoding="utf-8"))
 
 
+def executor_template(env: str, use_sub_done: bool, version: str = TEMPLATE_VERSION,
+                      template_dir: str | None = None) -> string.Template:
+    """The executor's template: ``executor``, or ``executor_fixed`` for the no-``<sub_done>`` ablation (falls
+    back to ``executor`` where a template set has no fixed-step variant, e.g. v1 and test templates)."""
+    if not use_sub_done:
+        try:
+            return load_template(env, "executor_fixed", version, template_dir)
+        except FileNotFoundError:
+            pass
+    return load_template(env, "executor", version, template_dir)
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     """One past env step as the model sees it: the observation acted on, and the action taken."""
@@ -57,6 +73,11 @@ def format_admissible(actions: list[str] | None) -> str:
     shown = actions[:MAX_ADMISSIBLE_SHOWN]
     more = f" (and {len(actions) - len(shown)} more)" if len(actions) > len(shown) else ""
     return "Admissible actions: " + ", ".join(f"'{a}'" for a in shown) + more
+
+
+def format_moves(entries: list[HistoryEntry]) -> str:
+    """The actions of past steps on one line (``left, up``), or ``(none yet)``."""
+    return ", ".join(entry.action for entry in entries) if entries else "(none yet)"
 
 
 def format_history(entries: list[HistoryEntry], first_step: int) -> str:

@@ -2,7 +2,7 @@
 
 Every model turn is ONE output: the turn's own prompt ids, its response ids with ``response_mask`` all 1
 (env text never sits in a response: it is in the next turn's prompt), the rollout log-probs, and in
-``extra_fields`` exactly the contract fields of ../shared/DESIGN.md plus verl's global-step fields, the
+``extra_fields`` exactly the contract fields (docs/credit.md) plus verl's global-step fields, the
 ``reward_extra_info`` verl requires whenever ``reward_score`` is set, and our diagnostics. Every output
 of every call carries the same key set (TransferQueue takes the keys from the first output of a list).
 
@@ -28,6 +28,7 @@ FLAG_NAMES = (
     "selected",  # planner: this blueprint is the call's z* (the micro pass executed it)
     "invalid_action",  # the env judged this turn's action invalid (penalty applied), or it held none
     "sub_done",  # this turn's <sub_done> advanced the active subgoal
+    "sub_done_refused",  # <sub_done> declared where it may not advance (no step on the subgoal yet, or last subgoal)
     "budget_forced",  # after this turn the subgoal advanced because its step budget was spent
     "truncated",  # the response hit the max-token limit without an end-of-sequence token
     "prompt_truncated",  # older history was dropped, or the prompt was cut, to fit prompt_length
@@ -36,9 +37,10 @@ FLAG_NAMES = (
     "step_limit",  # episode: ended at the loop's env-step or turn limit, not by the env
 )
 EPISODE_FLAGS = ("env_failure", "server_error", "step_limit")
+FAILURE_FLAGS = ("env_failure", "server_error")  # an episode ended by these is ``failed``: it never trains
 
 CONTRACT_FIELDS = ("role", "task_uid", "blueprint_uid", "episode_uid", "pass", "turn", "subgoal_index",
-                   "step_reward", "episode_return", "won", "anchor")
+                   "step_reward", "episode_return", "won", "anchor", "penalty", "episode_penalty", "failed")
 DIAGNOSTIC_FIELDS = ("flags", "num_subgoals", "env_steps", "task_type", "env_score", "parse_error", "env_step",
                      "env_action")
 VERL_FIELDS = ("min_global_steps", "max_global_steps", "reward_extra_info")
@@ -68,6 +70,7 @@ class TurnRecord:
     max_global_steps: Any
     image: Any = None  # PIL image sent with the prompt, if any
     step_reward: float = 0.0
+    penalty: float = 0.0  # the invalid-action part of step_reward (<= 0)
     flags: dict[str, bool] = field(default_factory=new_flags)
     generate_s: float = 0.0
     env_s: float = 0.0
@@ -95,6 +98,16 @@ class Episode:
     parse_error: str = ""
     episode_flags: set[str] = field(default_factory=set)
 
+    @property
+    def failed(self) -> bool:
+        """Ended by an env or server failure: its samples never train and join no group."""
+        return bool(self.episode_flags & set(FAILURE_FLAGS))
+
+    @property
+    def episode_penalty(self) -> float:
+        """Sum of the invalid-action penalties of the episode's turns (<= 0)."""
+        return float(sum(rec.penalty for rec in self.records))
+
     def flag_episode(self, name: str) -> None:
         if name not in EPISODE_FLAGS:
             raise KeyError(f"{name!r} is not an episode flag ({EPISODE_FLAGS})")
@@ -115,6 +128,7 @@ def episode_outputs(episode: Episode) -> list[AgentLoopOutput]:
     """The episode's turns as verl outputs carrying the sample contract (see module docstring)."""
     outputs = []
     info = reward_extra_info(episode)
+    episode_penalty = episode.episode_penalty
     for rec in episode.records:
         flags = dict(rec.flags)
         for name in episode.episode_flags:
@@ -131,6 +145,9 @@ def episode_outputs(episode: Episode) -> list[AgentLoopOutput]:
             "episode_return": float(episode.episode_return),
             "won": bool(episode.won),
             "anchor": rec.anchor,
+            "penalty": float(rec.penalty),
+            "episode_penalty": episode_penalty,
+            "failed": episode.failed,
             "min_global_steps": rec.min_global_steps,
             "max_global_steps": rec.max_global_steps,
             "reward_extra_info": dict(info),

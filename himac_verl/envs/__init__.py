@@ -15,11 +15,8 @@ ENV_CLASSES: dict[str, str] = {
 }
 
 
-def make_env(name: str, **kwargs) -> AgentEnv:
-    """Build one environment instance by name (``kwargs`` are the env's own options).
-
-    ``name`` is a key of ``ENV_CLASSES`` or a ``"module:Class"`` path (test envs, user envs).
-    """
+def env_class(name: str) -> type[AgentEnv]:
+    """The env class of ``name``: a key of ``ENV_CLASSES`` or a ``"module:Class"`` path (test/user envs)."""
     if name in ENV_CLASSES:
         target = ENV_CLASSES[name]
     elif isinstance(name, str) and ":" in name:
@@ -27,7 +24,12 @@ def make_env(name: str, **kwargs) -> AgentEnv:
     else:
         raise ValueError(f"env name {name!r} is not one of {sorted(ENV_CLASSES)} nor a 'module:Class' path")
     module_name, cls_name = target.split(":")
-    return getattr(importlib.import_module(module_name), cls_name)(**kwargs)
+    return getattr(importlib.import_module(module_name), cls_name)
 
 
-__all__ = ["AgentEnv", "ENV_CLASSES", "Observation", "ResetResult", "StepResult", "TaskSpec", "make_env"]
+def make_env(name: str, **kwargs) -> AgentEnv:
+    """Build one environment instance by name (``kwargs`` are the env's own options)."""
+    return env_class(name)(**kwargs)
+
+
+__all__ = ["AgentEnv", "ENV_CLASSES", "env_class", "Observation", "ResetResult", "StepResult", "TaskSpec", "make_env"]

@@ -72,6 +72,16 @@ class StepResult:
     score: float | None = None  # WebShop score in [0, 1]; Sokoban boxes-on-target fraction; else None
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def penalty(self) -> float:
+        """The invalid-action part of ``reward``: ``INVALID_ACTION_PENALTY`` on an invalid step, else 0.
+
+        Every env charges exactly this on a step whose action is invalid, on top of whatever its own rules
+        charge for the step (Sokoban: the -0.1 step cost of a no-op move, so -0.2 in all), so a turn's env
+        reward without the penalty is ``reward - penalty`` (the credit rules place the two apart).
+        """
+        return 0.0 if self.is_action_valid else INVALID_ACTION_PENALTY
+
 
 class AgentEnv(abc.ABC):
     """One environment instance. Not thread safe; one episode at a time."""
@@ -94,6 +104,13 @@ class AgentEnv(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    @classmethod
+    def worst_return(cls, max_steps: int, **options: Any) -> float:
+        """A lower bound on the return of any episode of at most ``max_steps`` steps, from the env's reward
+        rules. Default: envs whose only negative reward is the invalid-action penalty (ALFWorld, WebShop).
+        The agent loop's default return of an unparsable blueprint lies strictly below it."""
+        return max_steps * INVALID_ACTION_PENALTY
 
     @staticmethod
     def action_format() -> str:

@@ -2,7 +2,9 @@
 
 Reward per step (gym-sokoban's shaping, verl-agent's default): -0.1, plus 1 when a push puts a box on a
 target, minus 1 when a push takes one off, plus 10 on the push that solves the level. An action that does
-not project onto up/down/left/right costs ``INVALID_ACTION_PENALTY`` (-0.1) instead and changes nothing.
+not project onto up/down/left/right is a no-op step: it changes nothing and costs the step's -0.1 plus
+``INVALID_ACTION_PENALTY`` (-0.1), -0.2 in all, as in verl-agent (gym-sokoban charges the no-op move, the
+trainer the invalid output).
 
 A move into a wall (or a push against a wall or a second box) is a VALID action with no effect: it is a
 legal word of the action set, as in gym-sokoban, and it costs the ordinary -0.1 step penalty. "Invalid"
@@ -46,19 +48,27 @@ def level_seed(split: str, task_id: str | int) -> int:
 
 
 class SokobanEnv(AgentEnv):
-    """One Sokoban instance. Options: room size, boxes, step limit, observation kind, tile size."""
+    """One Sokoban instance. Options: room size, boxes, step limit, observation kind, image size.
+
+    Images (``observation="image"|"both"``): ``image_px`` is the side of the image of a square board (the
+    shorter side otherwise), 256 by default (81 Qwen2.5-VL visual tokens for 6x6); ``image_px=None`` gives
+    tiles of ``tile_px`` px (6x6 cells of 16 px: 96x96, 9 visual tokens)."""
 
     name = "sokoban"
 
     def __init__(self, height: int = 6, width: int = 6, num_boxes: int = 1, max_steps: int = 15,
-                 observation: str = "text", tile_px: int = 16, **generator_options: Any) -> None:
+                 observation: str = "text", tile_px: int = 16, image_px: int | None = 256,
+                 **generator_options: Any) -> None:
         if observation not in OBSERVATION_MODES:
             raise ValueError(f"SokobanEnv observation must be one of {OBSERVATION_MODES}, got {observation!r}")
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"SokobanEnv max_steps must be an int >= 1, got {max_steps!r}")
         self.max_steps = max_steps
         self.observation = observation
+        if image_px is not None and (not isinstance(image_px, int) or image_px < 28):
+            raise ValueError(f"SokobanEnv image_px must be an int >= 28 or None, got {image_px!r}")
         self.tile_px = tile_px
+        self.image_px = image_px
         self.generator = GeneratorConfig(height=height, width=width, num_boxes=num_boxes, max_steps=max_steps,
                                          **generator_options)
         self.level: Level | None = None
@@ -67,6 +77,13 @@ class SokobanEnv(AgentEnv):
     @staticmethod
     def action_format() -> str:
         return "one of up, down, left, right"
+
+    @classmethod
+    def worst_return(cls, max_steps: int, num_boxes: int = 1, **options: Any) -> float:
+        """Every step costs at least -0.2 (an invalid no-op) unless it is a push; pushes change the box
+        reward by +-1, and boxes can leave targets at most once more than they reach them (at most
+        ``num_boxes`` start on a target), so the box total is >= -num_boxes."""
+        return max_steps * (STEP_PENALTY + INVALID_ACTION_PENALTY) - num_boxes * abs(BOX_OFF_TARGET_PENALTY)
 
     # -- episode --------------------------------------------------------------------------------------
 
@@ -105,7 +122,7 @@ class SokobanEnv(AgentEnv):
         direction = project_sokoban(action_text(action))
         moved = pushed = False
         if direction is None:
-            reward = INVALID_ACTION_PENALTY
+            reward = STEP_PENALTY + INVALID_ACTION_PENALTY
         else:
             reward = STEP_PENALTY
             new_player, box_from, box_to = move(self.level.walls, self._boxes, self._player, self._deltas[direction])
@@ -146,7 +163,7 @@ class SokobanEnv(AgentEnv):
 
     def _observe(self) -> Observation:
         grid = self.grid_text()
-        image = render_rgb(grid, self.tile_px) if self.observation != "text" else None
+        image = render_rgb(grid, self.tile_px, self.image_px) if self.observation != "text" else None
         text = grid if self.observation != "image" else ""
         return Observation(text=text, anchor=grid, image=image)
 
