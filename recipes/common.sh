@@ -20,8 +20,11 @@
 # Sources of the defaults (docs/recipes.md has the table): GiGPO's verl-agent scripts and both papers
 # (group 8, 16 tasks per batch, lr 1e-6, KL 0.01 low_var_kl as a loss, prompt/response 2048/512 ALFWorld
 # and 4096/512 WebShop, max env steps 50/15/15, 150 iterations, GiGPO gamma 0.95 and step weight 1).
-# NOT published by HiMAC, chosen here: phase length 10 steps, subgoal step budget 10/5/4
-# (ALFWorld/WebShop/Sokoban), Sokoban prompt/response 2048/512.
+# Update budget as verl-agent's scripts: mini-batches of 256 (ALFWorld) / 64 (WebShop, Sokoban) turn samples,
+# so an iteration takes about 10-25 / up to ~30 / up to ~60 Adam steps; phase A (128 planner rows) uses
+# mini-batches of 32 planner rows (4 steps). NOT published by HiMAC, chosen here: phase length 15 steps
+# (the trainer's default: 150 steps = 10 phases, ending on phase B), subgoal step budget 10/5/4
+# (ALFWorld/WebShop/Sokoban), the update size of phase A, Sokoban prompt/response 2048/512.
 
 _HIMAC_RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 _HIMAC_REPO="$(cd "${_HIMAC_RECIPES_DIR}/.." && pwd)"
@@ -41,6 +44,7 @@ _himac_env_overrides() {
                 data.max_response_length=512
                 ++himac.agent.max_env_steps=50
                 ++himac.agent.subgoal_step_budget=10    # unpublished: our choice
+                ++himac.update_budget.mini_batch_turns=256     # verl-agent: ppo_mini_batch_size=256
             ) ;;
         webshop)
             HIMAC_OVERRIDES+=(
@@ -48,6 +52,7 @@ _himac_env_overrides() {
                 data.max_response_length=512
                 ++himac.agent.max_env_steps=15
                 ++himac.agent.subgoal_step_budget=5     # unpublished: our choice
+                ++himac.update_budget.mini_batch_turns=64      # verl-agent: ppo_mini_batch_size=64
             ) ;;
         sokoban)
             HIMAC_OVERRIDES+=(
@@ -55,6 +60,7 @@ _himac_env_overrides() {
                 data.max_response_length=512
                 ++himac.agent.max_env_steps=15
                 ++himac.agent.subgoal_step_budget=4     # unpublished: our choice
+                ++himac.update_budget.mini_batch_turns=64      # verl-agent: ppo_mini_batch_size=64
                 ++himac.env_kwargs.observation=image    # GiGPO/HiMAC train Sokoban from images (Qwen2.5-VL)
             ) ;;
         *) _himac_die "unknown env '$env' (alfworld, webshop, sokoban)" ;;
@@ -69,8 +75,8 @@ _himac_method_overrides() {
             HIMAC_OVERRIDES+=(
                 algorithm.adv_estimator=himac
                 ++himac.schedule.mode=coevolve
-                ++himac.schedule.phase_length=10        # unpublished: our choice (15 phases in 150 steps)
-                ++himac.schedule.start_phase=macro
+                ++himac.schedule.start_phase=macro      # phase length: the trainer's default (15, ends on B)
+                ++himac.update_budget.macro_mini_batch_turns=32  # phase A: 128 planner rows -> 4 Adam steps
                 ++himac.advantage.norm_by_std=true
                 ++himac.agent.use_sub_done=true         # ablation: false (fixed-step subgoal switching)
                 ++himac.agent.blueprint_selection=best  # ablation: random
@@ -102,7 +108,6 @@ _himac_budget_overrides() {
     HIMAC_OVERRIDES+=(
         ++himac.env="$env"
         ++himac.group_size=8
-        ++himac.optim_steps_per_update=1
         actor_rollout_ref.rollout.n=1                   # our loops make the whole group in one call
         data.train_files=auto                           # built by himac_verl.tasks.env_datasets
         data.val_files=auto

@@ -79,7 +79,8 @@ def test_recipe_composes_and_validates(name, preset, models):
     assert config.actor_rollout_ref.actor.use_kl_loss is (preset == "gpu")  # CPU: no FSDP2 reference model
     assert (config.actor_rollout_ref.actor.kl_loss_coef, config.actor_rollout_ref.actor.kl_loss_type) == \
         (0.01, "low_var_kl")
-    assert config.himac.optim_steps_per_update == 1
+    # verl-agent's mini-batches in turn samples: 256 ALFWorld, 64 WebShop and Sokoban
+    assert config.himac.update_budget.mini_batch_turns == {"alfworld": 256, "webshop": 64, "sokoban": 64}[env]
     if preset == "gpu":
         prompt, response, steps = ENV_BUDGET[env]
         assert (config.data.max_prompt_length, config.data.max_response_length) == (prompt, response)
@@ -99,7 +100,9 @@ def test_recipe_composes_and_validates(name, preset, models):
     if env == "sokoban":
         assert config.himac.env_kwargs.observation == ("image" if preset == "gpu" else "text")
     if method == "himac":
-        assert config.himac.schedule.phase_length == (10 if preset == "gpu" else 1)
+        # GPU: the trainer's default phase length (15: 150 steps end on phase B); CPU preset: 1
+        assert config.himac.schedule.get("phase_length") == (None if preset == "gpu" else 1)
+        assert config.himac.update_budget.macro_mini_batch_turns == 32
         assert config.himac.agent.use_sub_done is True and config.himac.agent.blueprint_selection == "best"
         settings = LoopSettings.from_config(config, env)
         if preset == "gpu":
@@ -115,7 +118,7 @@ BUDGET_KEYS = ["data.train_batch_size", "himac.group_size", "data.max_prompt_len
                "himac.agent.max_env_steps", "trainer.total_training_steps", "actor_rollout_ref.actor.optim.lr",
                "actor_rollout_ref.actor.kl_loss_coef", "actor_rollout_ref.actor.ppo_mini_batch_size",
                "trainer.n_gpus_per_node", "trainer.test_freq", "actor_rollout_ref.model.path",
-               "himac.env_kwargs", "himac.optim_steps_per_update"]
+               "himac.env_kwargs", "himac.update_budget.mini_batch_turns"]
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -39,7 +39,7 @@ def test_mini_batch_rows():
     assert mini_batch_rows(12, num_updates=3, dp_size=2) == 4
     with pytest.raises(ValueError, match="multiple of dp_size"):
         mini_batch_rows(10, num_updates=3, dp_size=2)
-    with pytest.raises(ValueError, match="optim_steps_per_update=0"):
+    with pytest.raises(ValueError, match="optimizer steps per update=0"):
         mini_batch_rows(10, num_updates=0, dp_size=1)
 
 

@@ -30,7 +30,7 @@ def base(tmp_path):
     return OmegaConf.create({
         "himac": {"env": "sokoban", "group_size": 4, "cpu_mode": False, "model": "smollm2",
                   "schedule": {"mode": "coevolve", "phase_length": 10, "start_phase": "macro"},
-                  "optim_steps_per_update": 1,
+                  "update_budget": {"mini_batch_turns": 64, "macro_mini_batch_turns": 32},
                   "advantage": {"norm_by_std": True, "gamma": 0.95, "step_weight": 1.0},
                   "agent": {"max_env_steps": 15, "subgoal_step_budget": 4}},
         "algorithm": {"adv_estimator": "himac"},
@@ -67,9 +67,9 @@ def test_good_configs_pass(base, tmp_path):
                                 actor_rollout_ref__model__path="auto", himac__model="tiny"))
     vl = _model(tmp_path / "qwen_vl", vision=True)
     validate_himac_config(_with(base, himac__env_kwargs={"observation": "image"}, actor_rollout_ref__model__path=vl))
-    # the validation reads absent optional sections as their defaults (group 8, coevolve, 1 optim step)
+    # the validation reads absent optional sections as their defaults (group 8, coevolve, update budget)
     minimal = _with(base)
-    for key in ("group_size", "schedule", "optim_steps_per_update", "advantage", "agent"):
+    for key in ("group_size", "schedule", "update_budget", "advantage", "agent"):
         del minimal.himac[key]
     validate_himac_config(minimal)
 
@@ -94,7 +94,10 @@ def test_good_configs_pass(base, tmp_path):
     (dict(himac__schedule__phase_length=0), "himac.schedule.phase_length=0 must be an integer >= 1"),
     (dict(himac__schedule__mode="alternate"), "himac.schedule.mode='alternate' is not one of"),
     (dict(himac__schedule__start_phase="micr"), "himac.schedule.start_phase='micr'"),
-    (dict(himac__optim_steps_per_update=0), "himac.optim_steps_per_update=0: must be an int >= 1"),
+    (dict(himac__optim_steps_per_update=2), "himac.optim_steps_per_update=2: was replaced by himac.update_budget"),
+    (dict(himac__update_budget__mini_batch_turns=0), "himac.update_budget.mini_batch_turns=0 must be an int >= 1"),
+    (dict(himac__update_budget__mini_batch_turn=8), "himac.update_budget: unknown key 'mini_batch_turn'"),
+    (dict(himac__advantage__stats="episodes"), "stats is 'episodes'"),
     (dict(himac__advantage__gamma=2.0), "gamma is 2.0"),
     (dict(himac__advantage__norm_by_sdt=True), "unknown key 'norm_by_sdt'"),
     (dict(himac__agent__blueprint_selection="worst"), "himac.agent.blueprint_selection='worst'"),
@@ -131,10 +134,10 @@ def test_envs_without_datasets_need_files(base, tmp_path):
 
 def test_all_problems_are_reported_together(base):
     messages = _messages(_with(base, himac__cpu_mode=True, himac__group_size=0, actor_rollout_ref__rollout__n=2,
-                               himac__optim_steps_per_update=0))
+                               himac__update_budget__macro_mini_batch_turns=0))
     keys = [m.split("=")[0] for m in messages]
     assert keys == ["himac.group_size", "actor_rollout_ref.rollout.n", "actor_rollout_ref.rollout.name",
-                    "himac.optim_steps_per_update"], messages
+                    "himac.update_budget"], messages
 
 
 def _files(tmp_path, env, split, agent, **extra) -> str:

@@ -27,7 +27,31 @@ def init_gloo_process_group() -> None:
     )
 
 
-class CpuActorRolloutRefWorker(ActorRolloutRefWorker):
+class OptimizerResetMixin:
+    """Adds one worker method: zero the actor optimizer's moments and step counts (a fresh Adam state),
+    for ``himac.update_budget.reset_optimizer_on_phase_switch``. The workers are not rebuilt: the trainer's
+    worker group calls it on every rank between two updates."""
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def reset_optimizer_state(self) -> int:
+        """Zero every tensor of the actor optimizer's per-parameter state; returns how many were zeroed."""
+        optimizer = self.actor.engine.optimizer
+        zeroed = 0
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if hasattr(value, "zero_"):
+                    value.zero_()
+                    zeroed += 1
+                elif key == "step":
+                    state[key] = 0
+        return zeroed
+
+
+class HimacActorRolloutRefWorker(OptimizerResetMixin, ActorRolloutRefWorker):
+    """verl's ``ActorRolloutRefWorker`` plus :class:`OptimizerResetMixin` (GPU runs that ask for the reset)."""
+
+
+class CpuActorRolloutRefWorker(OptimizerResetMixin, ActorRolloutRefWorker):
     """``ActorRolloutRefWorker`` whose ``init_model`` starts from a gloo process group."""
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)

@@ -34,7 +34,10 @@ class CoEvolutionSchedule:
     """
 
     mode: str = "coevolve"
-    phase_length: int = 5
+    # HiMAC does not publish its phase length. 15: the recipes' 150 steps make 10 phases, 5 of each, ending
+    # on phase B (the executor adapts to the planner's last blueprints), and a phase outlasts the ~6 steps
+    # over which Adam's moments still carry the other phase's gradients (docs/credit.md).
+    phase_length: int = 15
     start_phase: str = "macro"
 
     def __post_init__(self) -> None:
@@ -50,11 +53,12 @@ class CoEvolutionSchedule:
         """Build from a mapping / DictConfig with keys mode, phase_length, start_phase (all optional)."""
         get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
         defaults = cls()
-        return cls(
-            mode=str(get("mode", defaults.mode)),
-            phase_length=int(get("phase_length", defaults.phase_length)),
-            start_phase=str(get("start_phase", defaults.start_phase)),
-        )
+
+        def value(key: str):
+            v = get(key, None)
+            return getattr(defaults, key) if v is None else v
+
+        return cls(mode=str(value("mode")), phase_length=value("phase_length"), start_phase=str(value("start_phase")))
 
     def phase(self, step: int) -> str:
         """The phase of training step ``step`` (>= 1): ``macro``, ``micro``, ``joint`` or ``flat``."""

@@ -10,9 +10,14 @@ defers to verl. verl's step (trainer_base.py ``_step_once``) is kept; we overrid
 2. ``_balance_batch``: before verl pads and balances, the samples the phase does not train are dropped
    from the batch and cleared from TransferQueue (so a frozen role costs no log-prob compute and gets no
    KL/entropy gradient either), and the per-role metrics of all samples are recorded;
-3. ``_get_required_batch_multiple`` and ``_update_actor``: one update takes exactly
-   ``himac.optim_steps_per_update`` optimizer steps per epoch, whatever the number of turn samples
-   (verl would otherwise pad to and split by ``ppo_mini_batch_size`` rows);
+   Samples of FAILED episodes (env crash/hang, failed generate: contract field ``failed``) stay in the
+   batch so the estimators see which groups lost episodes, but their ``response_mask`` and ``loss_mask``
+   are zeroed in TransferQueue, so they add no policy-gradient, KL or entropy term and no token to the
+   loss's divisor (they never train);
+3. ``_get_required_batch_multiple`` and ``_update_actor``: one update takes ceil(trainable turn samples /
+   mini-batch) optimizer steps per epoch, the mini-batch sized in turn samples by ``himac.update_budget``
+   (``UpdateBudget``: ``mini_batch_turns``, and ``macro_mini_batch_turns`` for phase A), like verl-agent's
+   ``ppo_mini_batch_size``;
 4. ``_compute_advantage``: advantages from the samples' ``extra_fields`` with our estimators (verl's
    plain dispatch sees only ``uid``, which cannot express macro/micro groups);
 5. ``_save_checkpoint`` / ``_load_checkpoint``: the schedule's settings are saved beside verl's
@@ -41,7 +46,14 @@ from himac_verl.advantage import ESTIMATORS, AdvantageConfig, SampleFields, comp
 from himac_verl.agent.config import PHASE_COLUMN
 from himac_verl.eval.curves import PHASE_CODES  # numeric phase for TensorBoard curves
 from himac_verl.trainer.coevolution import CoEvolutionSchedule
-from himac_verl.trainer.roles import advantage_metrics, mini_batch_rows, phase_keep_mask, role_metrics
+from himac_verl.trainer.roles import (
+    UpdateBudget,
+    advantage_metrics,
+    failed_mask,
+    mini_batch_rows,
+    phase_keep_mask,
+    role_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +74,10 @@ class HierarchicalSteps:
                 f"himac.schedule.mode={self.schedule.mode!r}: himac goes with coevolve/joint/macro/micro, "
                 "episode_grpo and gigpo with flat"
             )
-        self.optim_steps = int(himac.get("optim_steps_per_update", 1) or 1)
-        if self.optim_steps < 1:
-            raise ValueError(f"himac.optim_steps_per_update={self.optim_steps} must be >= 1")
+        update = himac.get("update_budget")
+        self.update_budget = UpdateBudget.from_config(
+            OmegaConf.to_container(update, resolve=True) if update is not None else None)
+        self.optim_steps = 1  # of the current update; set by the phase filter from the budget
         self.advantage_config = AdvantageConfig.from_config(
             OmegaConf.to_container(himac.get("advantage"), resolve=True) if himac.get("advantage") else None
         )
@@ -105,8 +118,11 @@ class HierarchicalSteps:
         metrics.update(role_metrics(extra, lengths))
         phase = self.current_phase()
         keep = phase_keep_mask(extra, phase)
-        self._update_skipped = not keep.any()
+        failed = failed_mask(extra) & keep
+        self._update_skipped = not (keep & ~failed).any()
         metrics["himac/update_skipped"] = int(self._update_skipped)
+        metrics["himac/samples/failed"] = int(failed_mask(extra).sum())
+        self.optim_steps = 1
         if self._update_skipped:
             # e.g. phase B when no blueprint of any task parsed, so no micro pass ran: nothing this phase
             # trains. verl's step cannot be skipped midway, so the batch goes on with zero advantages
@@ -120,6 +136,11 @@ class HierarchicalSteps:
         if dropped:
             tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
         metrics["himac/samples/dropped_by_phase"] = len(dropped)
+        if failed.any():
+            rows = [row for row, f in zip(data["response_mask"].unbind(), failed) if f]
+            tq.kv_batch_put(keys=[key for key, f in zip(batch.keys, failed) if f], partition_id=batch.partition_id,
+                            fields=zeroed_masks(rows))
+        self.optim_steps = self.update_budget.optim_steps(phase, int(keep.sum() - failed.sum()))
         return batch.select_keys([key for key, k in zip(batch.keys, keep) if k])
 
     # ------------------------------------------------------------------ optimizer steps per update
@@ -143,6 +164,7 @@ class HierarchicalSteps:
     def _update_actor(self, batch, metrics: dict):
         if not self.hierarchical:
             return super()._update_actor(batch, metrics)
+        self._reset_optimizer_at_phase_switch(metrics)
         dp_size = self._actor_dp_size()
         rows = mini_batch_rows(len(batch), self.optim_steps, dp_size)
         actor = self.config.actor_rollout_ref.actor
@@ -158,8 +180,20 @@ class HierarchicalSteps:
             with open_dict(actor):
                 actor.ppo_mini_batch_size = saved
         metrics["himac/optim_steps"] = (len(batch) // rows) * int(actor.ppo_epochs)
+        metrics["himac/mini_batch_turns"] = self.update_budget.mini_batch(self.current_phase())
         metrics["himac/mini_batch_rows"] = rows
         return batch
+
+    def _reset_optimizer_at_phase_switch(self, metrics: dict) -> None:
+        """With ``himac.update_budget.reset_optimizer_on_phase_switch``, the first update of a phase starts from a
+        fresh Adam state (the previous phase's moments would otherwise steer it for ~10 steps)."""
+        if not self.update_budget.reset_optimizer_on_phase_switch or self.global_steps <= 1:
+            return
+        if self.schedule.phase(self.global_steps) == self.schedule.phase(self.global_steps - 1):
+            return
+        zeroed = self.actor_rollout_wg.reset_optimizer_state()
+        metrics["himac/optimizer_reset"] = 1
+        metrics["himac/optimizer_state_tensors_zeroed"] = int(sum(zeroed) if isinstance(zeroed, list) else zeroed)
 
     def _actor_dp_size(self) -> int:
         wg = self.actor_rollout_wg
@@ -226,10 +260,19 @@ class HierarchicalSteps:
                     saved["phase"], self.global_steps + 1, self.schedule.phase(self.global_steps + 1))
 
 
+def zeroed_masks(response_masks: list[torch.Tensor]) -> TensorDict:
+    """``response_mask`` and ``loss_mask`` of all zeros for the given rows (nested, as TransferQueue stores
+    them): such a row adds nothing to the loss nor to its token-mean divisor, like verl's padding rows."""
+    zeros = [torch.zeros_like(row) for row in response_masks]
+    return TensorDict({"response_mask": torch.nested.as_nested_tensor(zeros, layout=torch.jagged),
+                       "loss_mask": torch.nested.as_nested_tensor([z.clone() for z in zeros], layout=torch.jagged)},
+                      batch_size=len(zeros))
+
+
 def _extra_fields(data) -> list[dict]:
     """The per-sample ``extra_fields`` dicts of a TransferQueue fetch (a non-tensor column)."""
     value = data["extra_fields"]
     return list(value.tolist() if hasattr(value, "tolist") else value)
 
 
-__all__ = ["HierarchicalSteps", "SCHEDULE_FILE"]
+__all__ = ["HierarchicalSteps", "SCHEDULE_FILE", "zeroed_masks"]

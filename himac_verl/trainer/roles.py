@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,55 @@ def phase_keep_mask(extra_fields: Sequence[dict[str, Any]], phase: str) -> np.nd
     return keep
 
 
+def failed_mask(extra_fields: Sequence[dict[str, Any]]) -> np.ndarray:
+    """bool[B]: True on samples of episodes that ended on an env or server failure (contract ``failed``).
+    They stay in the batch so the estimators can see which groups lost episodes, but they never train: the
+    trainer zeroes their loss masks and the estimators give them advantage 0."""
+    return np.fromiter((bool(f.get("failed", False)) for f in extra_fields), dtype=bool, count=len(extra_fields))
+
+
+@dataclass(frozen=True)
+class UpdateBudget:
+    """How many optimizer steps one update takes, sized in TURN SAMPLES like verl-agent's
+    ``ppo_mini_batch_size`` (a mini-batch of ``mini_batch_turns`` rows per step, so a step with more turn
+    samples takes more steps), with its own size for phase A, whose batch holds only the planner's one
+    sample per blueprint (16 tasks x 8 blueprints = 128 rows would otherwise make a single step).
+
+    steps = ceil(rows / mini_batch), at least 1; ``himac.update_budget.*`` in the config.
+    """
+
+    mini_batch_turns: int = 256
+    macro_mini_batch_turns: int = 32
+    # Adam's moments carry a phase's gradients about 1/(1-beta1) = 10 steps (half-life ~6.6) into the next
+    # phase; true zeroes the actor optimizer's state at every phase switch (docs/credit.md).
+    reset_optimizer_on_phase_switch: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("mini_batch_turns", "macro_mini_batch_turns"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"himac.update_budget.{name}={value!r} must be an int >= 1")
+        if not isinstance(self.reset_optimizer_on_phase_switch, bool):
+            raise ValueError(f"himac.update_budget.reset_optimizer_on_phase_switch={self.reset_optimizer_on_phase_switch!r} "
+                             "must be true or false")
+
+    @classmethod
+    def from_config(cls, section: Any) -> UpdateBudget:
+        section = dict(section or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"himac.update_budget: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in section.items() if v is not None})
+
+    def mini_batch(self, phase: str) -> int:
+        return self.macro_mini_batch_turns if phase == "macro" else self.mini_batch_turns
+
+    def optim_steps(self, phase: str, num_rows: int) -> int:
+        """Optimizer steps for an update of ``num_rows`` trainable turn samples in ``phase``."""
+        return max(1, math.ceil(num_rows / self.mini_batch(phase)))
+
+
 def mini_batch_rows(num_rows: int, num_updates: int, dp_size: int) -> int:
     """Rows per optimizer step so that one update makes exactly ``num_updates`` steps per epoch.
 
@@ -50,7 +100,7 @@ def mini_batch_rows(num_rows: int, num_updates: int, dp_size: int) -> int:
     verl's padding for that multiple).
     """
     if num_updates < 1:
-        raise ValueError(f"himac.optim_steps_per_update={num_updates} must be >= 1")
+        raise ValueError(f"optimizer steps per update={num_updates} must be >= 1")
     unit = dp_size * num_updates
     if num_rows <= 0 or num_rows % unit:
         raise ValueError(f"batch of {num_rows} rows is not a positive multiple of dp_size*optim_steps ({unit})")

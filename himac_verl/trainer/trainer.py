@@ -68,9 +68,13 @@ class HimacTrainer(HierarchicalSteps, PPOTrainerSync):
     def worker_class_for(self, role, cls):
         """The Ray actor class serving ``role``; ``cls`` is verl's choice (a ``ray.remote`` class).
         In CPU mode verl's workers are replaced by subclasses that create a gloo process group first."""
+        from himac_verl.cpu.worker import CPU_WORKER_CLASSES, ActorRolloutRefWorker, HimacActorRolloutRefWorker
+
         if not cpu.is_enabled():
+            base = getattr(cls, "__ray_actor_class__", cls)
+            if base is ActorRolloutRefWorker and self.update_budget.reset_optimizer_on_phase_switch:
+                return ray.remote(HimacActorRolloutRefWorker)  # same worker plus the optimizer-reset method
             return cls
-        from himac_verl.cpu.worker import CPU_WORKER_CLASSES
 
         base = getattr(cls, "__ray_actor_class__", cls)
         replacement = CPU_WORKER_CLASSES.get(base)

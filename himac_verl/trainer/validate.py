@@ -245,10 +245,18 @@ def _check_rollout(config, problems: list[Problem]) -> None:
         problems.append(Problem("himac.cpu_mode", cpu_mode, "must be true or false"))
 
 
-def _check_optim_steps(config, problems: list[Problem]) -> None:
-    steps = _select(config, "himac.optim_steps_per_update", 1)
-    if not _is_int(steps) or steps < 1:
-        problems.append(Problem("himac.optim_steps_per_update", steps, "must be an int >= 1"))
+def _check_update(config, problems: list[Problem]) -> None:
+    from himac_verl.trainer.roles import UpdateBudget
+
+    if _select(config, "himac.optim_steps_per_update") is not None:
+        problems.append(Problem("himac.optim_steps_per_update", _select(config, "himac.optim_steps_per_update"),
+                                "was replaced by himac.update_budget.mini_batch_turns / macro_mini_batch_turns "
+                                "(optimizer steps sized in turn samples)"))
+    section = _select(config, "himac.update_budget")
+    try:
+        UpdateBudget.from_config(OmegaConf.to_container(section, resolve=True) if section is not None else None)
+    except (TypeError, ValueError) as err:
+        problems.append(Problem("himac.update_budget", _plain(section), str(err)))
 
 
 def _check_advantage(config, problems: list[Problem]) -> None:
@@ -380,7 +388,7 @@ def check_himac_config(config: Any) -> list[Problem]:
     _check_method(config, env, mode, problems)
     _check_group(config, env, problems)
     _check_rollout(config, problems)
-    _check_optim_steps(config, problems)
+    _check_update(config, problems)
     _check_advantage(config, problems)
     _check_agent(config, env, problems)
     _check_data(config, env, problems)
