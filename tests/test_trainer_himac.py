@@ -45,7 +45,9 @@ def _overrides(tmp: Path, model_dir: str, metrics: Path, steps: int) -> list[str
         "himac.group_size=8",
         "himac.schedule.phase_length=3",
         "himac.schedule.start_phase=macro",
-        "himac.optim_steps_per_update=2",
+        "++himac.update_budget.mini_batch_turns=8",  # 16 turn samples per phase -> 2 optimizer steps
+        "++himac.update_budget.macro_mini_batch_turns=8",
+        "++himac.update_budget.reset_optimizer_on_phase_switch=true",
         "himac.advantage.norm_by_std=true",
         "++himac.env_kwargs.winning_plan=[press the red button]",
         "++himac.agent.blueprint_format=choice",
@@ -121,7 +123,7 @@ def test_coevolution_bandit_learning_and_resume(ray_session, sharp_model_dir, tm
 
     for s in steps:
         assert s["himac/failed_groups"] == 0
-        assert s["himac/optim_steps"] == 2  # our config, whatever the number of turn samples
+        assert s["himac/optim_steps"] == 2  # ceil(16 trainable turn samples / mini-batch of 8)
         assert math.isfinite(s["actor/pg_loss"])
         assert s["himac/samples/dropped_by_phase"] > 0
     for s in steps[:3]:  # phase A: only planner samples train, with non-zero macro advantages
@@ -132,6 +134,9 @@ def test_coevolution_bandit_learning_and_resume(ray_session, sharp_model_dir, tm
     # phase B: only the micro pass's executor samples train; the bandit's outcome depends on the
     # blueprint alone, so all executions under z* have equal returns and zero micro advantage
     micro = steps[3]
+    # the phase switch (A -> B) reset Adam's state on the worker; no other step did
+    assert micro["himac/optimizer_reset"] == 1 and micro["himac/optimizer_state_tensors_zeroed"] > 0
+    assert all("himac/optimizer_reset" not in s for s in steps[:3])
     assert "himac/adv/macro/mean" not in micro
     assert micro["himac/adv/micro/max"] == micro["himac/adv/micro/min"] == 0.0
     assert micro["himac/samples/trained"] == 16  # 2 tasks x 8 micro episodes x 1 executor turn
