@@ -188,6 +188,7 @@ class ValidationEpisodeLog:
         self._config = config
         self._settings_cls = LoopSettings
         self.episodes = 0
+        self.step: int | None = None  # the trainer's global step of the validation (extra["global_step"])
 
     def settings_for(self, env: str):
         if env not in self._settings:
@@ -208,6 +209,9 @@ class ValidationEpisodeLog:
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         samples = [Sample(e, r, t) for e, r, t in zip(extra, responses, texts, strict=True)]
         records = episode_records(samples, self.run, self.settings_for)
+        if self.step is not None:
+            for record in records:
+                record.extra["global_step"] = int(self.step)
         with EpisodeLogWriter(self.path, mode="a") as log:
             for record in records:
                 log.write(record)

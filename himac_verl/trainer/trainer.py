@@ -138,6 +138,23 @@ class HimacTrainer(HierarchicalSteps, PPOTrainerSync):
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def _learning_report(self) -> None:
+        """With a validation episode log holding two validations or more: held-out success before -> after
+        on the same levels (Wilson intervals, McNemar's exact test) and ``learning.png``, beside the log."""
+        from himac_verl.eval.learning import write_learning_report
+
+        log = OmegaConf.select(self.config, "himac.eval_log_file", default=None)
+        if not log or not os.path.exists(log):
+            return
+        try:
+            report = write_learning_report(log, self.metrics_file, os.path.dirname(os.path.abspath(log)),
+                                           title=self.config.trainer.experiment_name)
+        except ValueError as err:  # e.g. a single validation
+            print(f"[himac] no learning report: {err}", flush=True)
+            return
+        print(f"[himac] {report['paired']['line']}", flush=True)
+        print(f"[himac] wrote {report['png']}", flush=True)
+
     # ------------------------------------------------------------------ evaluation episode log
     def _validate(self):
         """verl's validation, plus one episode-log record per validation episode when
@@ -148,7 +165,8 @@ class HimacTrainer(HierarchicalSteps, PPOTrainerSync):
 
         episode_log = ValidationEpisodeLog.from_config(self.config, self.tokenizer)
         if episode_log is None:
-            return super()._validate()
+            return self._validate_levels()
+        episode_log.step = int(self.global_steps)
         buffer = self.replay_buffer
         sample = buffer.sample
 
@@ -160,12 +178,33 @@ class HimacTrainer(HierarchicalSteps, PPOTrainerSync):
 
         buffer.sample = sample_and_log
         try:
-            return super()._validate()
+            return self._validate_levels()
         finally:
             del buffer.sample  # the instance attribute shadowed the class method
 
+    def _validate_levels(self):
+        """verl's validation on the whole val set before training and at the last step, and on its first
+        ``himac.val_levels_between`` rows at the validations in between (cheaper intermediate curve points;
+        the before/after comparison stays on the same full set)."""
+        between = OmegaConf.select(self.config, "himac.val_levels_between", default=None)
+        first_or_last = self.global_steps <= 0 or self.global_steps >= self.total_training_steps
+        if between is None or first_or_last or int(between) >= len(self.val_dataset):
+            return super()._validate()
+        from torch.utils.data import Subset
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        full = self.val_dataloader
+        subset = Subset(self.val_dataset, range(int(between)))
+        self.val_dataloader = StatefulDataLoader(dataset=subset, batch_size=len(subset), num_workers=0,
+                                                 shuffle=False, drop_last=False, collate_fn=full.collate_fn)
+        try:
+            return super()._validate()
+        finally:
+            self.val_dataloader = full
+
     def fit(self, agent_loop_manager):
         super().fit(agent_loop_manager)
+        self._learning_report()
         if self.metrics_file and os.path.exists(self.metrics_file):
             try:
                 summary = write_summary(self.metrics_file)
