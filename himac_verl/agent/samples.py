@@ -34,7 +34,7 @@ FLAG_NAMES = (
     "prompt_truncated",  # older history was dropped, or the prompt was cut, to fit prompt_length
     "env_failure",  # episode: ended by an EnvFailure (crash/timeout/error); return = rewards so far
     "server_error",  # episode: ended by a failed generate call; return = rewards so far
-    "step_limit",  # episode: ended at the loop's env-step or turn limit, not by the env
+    "step_limit",  # episode: ended at the loop's env-step limit (max_env_steps), not by the env
 )
 EPISODE_FLAGS = ("env_failure", "server_error", "step_limit")
 FAILURE_FLAGS = ("env_failure", "server_error")  # an episode ended by these is ``failed``: it never trains
@@ -74,7 +74,7 @@ class TurnRecord:
     flags: dict[str, bool] = field(default_factory=new_flags)
     generate_s: float = 0.0
     env_s: float = 0.0
-    # Whether this turn stepped the env (a ``<sub_done>``-only turn or a failed step does not) and the legal
+    # Whether this turn stepped the env (every turn does, except one whose step failed) and the legal
     # action the env executed (None when it judged the output invalid): the evaluation log's per-step view.
     env_step: bool = False
     env_action: str | None = None
