@@ -36,9 +36,8 @@ def test_parse_uses_last_block_and_is_case_insensitive():
         # an opening tag inside an open block restarts it: the last COMPLETE block is used
         ("<plan>\n1. draft\n<plan>\n1. a\n2. b\n</plan>", ("a", "b")),
         ("<plan> 1. draft <plan> 1. a 2. b </plan>", ("a", "b")),
-        ("<plan>1. a</plan></plan>", ("a",)),  # a closing tag with no open block is ignored
-        ("</plan><plan>1. a</plan>", ("a",)),
-        ("<plan>1. a</plan><plan>1. b", ("a",)),  # an unclosed block does not count
+        ("</plan><plan>1. a</plan>", ("a",)),  # a closing tag with no open block is ignored
+        ("<plan>1. a</plan> \n\t", ("a",)),  # blanks may follow the block
         ("<plan>1. x</plan>\n<plan>\n1. a\n</plan>", ("a",)),
         # ASCII case-insensitive tags
         ("<PLAN>1. a</Plan>", ("a",)),
@@ -90,6 +89,11 @@ def test_parse_one_line_failures(text, reason):
     [
         ("1. go\n2. push", "no_plan_block"),
         ("<plan>1. go", "no_plan_block"),
+        # the reply ends with its plan: anything after the block's </plan> is a parse failure
+        ("<plan>1. a</plan></plan>", "text_after_plan"),
+        ("<plan>1. a</plan><plan>1. b", "text_after_plan"),  # an unclosed block does not count, and trails
+        ("<plan>\n1. push the box down\n</plan>. push the box down\n</plan>. push", "text_after_plan"),
+        ("<plan>1. a</plan> I hope this helps", "text_after_plan"),
         ("<plan>\n  \n</plan>", "empty_plan"),
         ("<plan>\ngo right\n</plan>", "bad_line"),
         ("<plan>\n1. go\nthen push\n</plan>", "bad_line"),

@@ -17,6 +17,11 @@ silently repaired into a plan. Rules of :func:`parse_blueprint`, checked in this
 - The LAST complete ``<plan>...</plan>`` block is used, like actions: an opening tag inside an open block
   restarts the block (in ``<plan>1. draft <plan>1. a</plan>`` the block is ``1. a``), a closing tag with no
   open block is ignored, and an unclosed block does not count (``no_plan_block``).
+- The reply ENDS with that block: only blanks may follow its ``</plan>`` (``text_after_plan``). A planner
+  that keeps writing after its plan has not finished its turn; were the tail ignored, nothing would teach
+  it to stop, and a drifting policy's replies grow to the length limit while still "parsing" (measured on
+  the CPU learning run: after one executor phase the planner wrote ``</plan>. push the box down</plan>. ...``
+  up to the 48-token limit, and those replies kept earning the macro reward of their first block).
 - Multi-line block: every non-blank line is one subgoal, ``N. text`` or ``N) text``, with ``N`` counting
   1, 2, 3 ... in order (``bad_numbering`` otherwise). A line is never split (ALFWorld subgoals hold names
   such as ``desk 2.``). Blanks may stand between ``N`` and the separator; after the separator come blanks
@@ -93,8 +98,8 @@ class Blueprint:
 class BlueprintParseError(ValueError):
     """The planner's output is not a blueprint. ``reason`` is a short stable code for metrics."""
 
-    REASONS = ("no_plan_block", "empty_plan", "bad_line", "bad_numbering", "too_many_subgoals",
-               "subgoal_too_long")
+    REASONS = ("no_plan_block", "text_after_plan", "empty_plan", "bad_line", "bad_numbering",
+               "too_many_subgoals", "subgoal_too_long")
 
     def __init__(self, reason: str, detail: str):
         assert reason in self.REASONS, reason
@@ -115,9 +120,12 @@ def parse_blueprint(
     if max_subgoals < 1 or max_subgoal_chars < 1:
         raise ValueError(f"limits must be >= 1, got max_subgoals={max_subgoals}, "
                          f"max_subgoal_chars={max_subgoal_chars}")
-    block = _last_plan_block(text)
-    if block is None:
+    found = _last_plan_block(text)
+    if found is None:
         raise BlueprintParseError("no_plan_block", "no complete <plan>...</plan> block")
+    block, end = found
+    if text[end:].strip():
+        raise BlueprintParseError("text_after_plan", f"the reply goes on after </plan>: {text[end:end + 60]!r}")
     lines = [line.strip() for line in block.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
@@ -142,16 +150,17 @@ def parse_blueprint(
     return Blueprint(tuple(subgoals))
 
 
-def _last_plan_block(text: str) -> str | None:
-    """Content of the last complete ``<plan>...</plan>`` block (one scan over the tags), None if none."""
+def _last_plan_block(text: str) -> tuple[str, int] | None:
+    """(content, end of its ``</plan>``) of the last complete ``<plan>...</plan>`` block (one scan over the
+    tags), None if none."""
     open_end: int | None = None
-    block: tuple[int, int] | None = None
+    block: tuple[int, int, int] | None = None
     for tag in _PLAN_TAG_RE.finditer(text):
         if not tag.group(1):
             open_end = tag.end()  # an opening tag (re)starts the block
         elif open_end is not None:
-            block, open_end = (open_end, tag.start()), None
-    return None if block is None else text[block[0]:block[1]]
+            block, open_end = (open_end, tag.start(), tag.end()), None
+    return None if block is None else (text[block[0]:block[1]], block[2])
 
 
 def _parse_line(line: str) -> tuple[int, str]:
