@@ -45,8 +45,8 @@ def _overrides(tmp: Path, model_dir: str, metrics: Path, steps: int) -> list[str
         "himac.group_size=8",
         "himac.schedule.phase_length=3",
         "himac.schedule.start_phase=macro",
-        "++himac.update_budget.mini_batch_turns=8",  # 16 turn samples per phase -> 2 optimizer steps
-        "++himac.update_budget.macro_mini_batch_turns=8",
+        "++himac.update_budget.mini_batch_turns=8",  # 16 executor turn samples in phase B -> 2 optimizer steps
+        "++himac.update_budget.macro_mini_batch_turns=4",  # 16 planner samples in phase A -> 4 optimizer steps
         "++himac.update_budget.reset_optimizer_on_phase_switch=true",
         "himac.advantage.norm_by_std=true",
         "++himac.env_kwargs.winning_plan=[press the red button]",
@@ -121,9 +121,10 @@ def test_coevolution_bandit_learning_and_resume(ray_session, sharp_model_dir, tm
     assert [s["step"] for s in steps] == [1, 2, 3, 4]
     assert [s["himac/phase"] for s in steps] == [0, 0, 0, 1]  # macro x3, then micro
 
+    # ceil(16 trainable planner samples / 4) in phase A, ceil(16 executor turn samples / 8) in phase B
+    assert [s["himac/optim_steps"] for s in steps] == [4, 4, 4, 2]
     for s in steps:
         assert s["himac/failed_groups"] == 0
-        assert s["himac/optim_steps"] == 2  # ceil(16 trainable turn samples / mini-batch of 8)
         assert math.isfinite(s["actor/pg_loss"])
         assert s["himac/samples/dropped_by_phase"] > 0
     for s in steps[:3]:  # phase A: only planner samples train, with non-zero macro advantages

@@ -7,7 +7,8 @@ advantages are non-zero.
 - baselines (``schedule.mode=flat``, ``flat_agent`` rows): ``episode_grpo`` and ``gigpo``.
 
 Each run checks: non-zero advantages of the trained level, grad norm > 0, finite loss, verl's sync replay
-buffer (run facts), zero failed groups, ``himac/optim_steps == himac.optim_steps_per_update`` (2). For the
+buffer (run facts), zero failed groups, ``himac/optim_steps`` = ceil(trained turn samples / the update
+budget's mini-batch: 6 planner samples in phase A, 16 turn samples otherwise). For the
 HiMAC run, the rollout dump of each step (verl dumps the batch that went through the update) shows that the
 trained samples are exactly the phase's samples: planner prompts only in the macro step, executor prompts
 only in the micro step, as many as the loops produced.
@@ -49,7 +50,8 @@ from himac_verl.trainer.task_runner import HimacTaskRunnerImpl
 
 pytestmark = pytest.mark.ray
 
-GROUP, MAX_STEPS, TASKS_PER_STEP, OPTIM_STEPS = 4, 4, 3, 2
+GROUP, MAX_STEPS, TASKS_PER_STEP = 4, 4, 3
+MINI_BATCH_TURNS, MACRO_MINI_BATCH_TURNS = 16, 6
 PARSE_FAILURE_RETURN = -1.0
 DIRECTIONS = ("up", "down", "left", "right")
 
@@ -135,7 +137,8 @@ def _overrides(tmp: Path, model_dir: str, metrics: Path, method: list[str]) -> l
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=1",
         "himac.env=sokoban",
         f"himac.group_size={GROUP}",
-        f"himac.optim_steps_per_update={OPTIM_STEPS}",
+        f"++himac.update_budget.mini_batch_turns={MINI_BATCH_TURNS}",
+        f"++himac.update_budget.macro_mini_batch_turns={MACRO_MINI_BATCH_TURNS}",
         f"++himac.agent.max_env_steps={MAX_STEPS}",
         "++himac.agent.subgoal_step_budget=2",
         "++himac.pool.num_workers=1",
@@ -170,7 +173,9 @@ def test_two_training_steps_on_sokoban(ray_session, warm_model_dir, tmp_path, na
     assert [s["step"] for s in steps] == [1, 2]
     for s in steps:
         assert s["himac/failed_groups"] == 0
-        assert s["himac/optim_steps"] == OPTIM_STEPS
+        macro = name == "himac" and s["himac/phase"] == 0
+        assert s["himac/mini_batch_turns"] == (MACRO_MINI_BATCH_TURNS if macro else MINI_BATCH_TURNS)
+        assert s["himac/optim_steps"] == math.ceil(s["himac/samples/trained"] / s["himac/mini_batch_turns"]), s
         assert math.isfinite(s["actor/pg_loss"])
         assert math.isfinite(s["actor/grad_norm"]) and s["actor/grad_norm"] > 0
         # the warm model acts: most moves are valid (a random model's are all invalid)
