@@ -25,19 +25,26 @@ AUTO = "auto"
 
 
 def resolve_model_path(choice: str) -> str:
-    """``himac.model`` -> a local HF folder: ``smollm2``, ``tiny`` or a path (checked)."""
+    """``himac.model`` -> a local HF folder: ``sokoban_agent`` (the learning demo's starting model, built offline
+    into the cache on first use), ``smollm2``, ``tiny`` or a path (checked)."""
     from himac_verl.paths import cache_dir
 
     if choice == "smollm2":
         from himac_verl.models.smollm2 import ensure_smollm2
 
         return ensure_smollm2()
+    if choice == "sokoban_agent":
+        from himac_verl.models.sokoban_agent import build_sokoban_agent, default_path
+
+        print(f"[model] sokoban_agent: {default_path()} (built there once if missing, about 9 minutes on 2 "
+              "cores, progress below)", flush=True)
+        return build_sokoban_agent(default_path(), log=print)
     if choice == "tiny":
         from himac_verl.models.tiny import build_tiny_qwen2
 
         return build_tiny_qwen2(cache_dir() / "models" / "tiny-qwen2")
     if not os.path.isdir(os.path.expanduser(choice)):
-        raise FileNotFoundError(f"himac.model={choice!r}: expected 'smollm2', 'tiny' or an existing model folder")
+        raise FileNotFoundError(f"himac.model={choice!r}: expected 'sokoban_agent', 'smollm2', 'tiny' or an existing model folder")
     return os.path.expanduser(choice)
 
 

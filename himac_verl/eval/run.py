@@ -59,15 +59,16 @@ class EvalPlan:
 
 
 def resolve_model(choice: str) -> str:
-    """``--model`` -> an HF folder: ``smollm2``, ``tiny``, an HF folder, or a checkpoint (its
+    """``--model`` -> an HF folder: a built-in name (``sokoban_agent``, ``smollm2``, ``tiny``), an HF folder, or a checkpoint (its
     ``actor/huggingface`` folder, found from the step folder or the actor folder)."""
     from himac_verl.main import resolve_model_path
+    from himac_verl.trainer.validate import BUILTIN_MODELS
 
-    if choice in ("smollm2", "tiny"):
+    if choice in BUILTIN_MODELS:
         return resolve_model_path(choice)
     path = Path(os.path.expanduser(choice))
     if not path.is_dir():
-        raise FileNotFoundError(f"--model {choice!r}: expected 'smollm2', 'tiny', an HF model folder or a checkpoint")
+        raise FileNotFoundError(f"--model {choice!r}: expected one of {BUILTIN_MODELS}, an HF model folder or a checkpoint")
     for candidate in (path, path / "huggingface", path / "actor" / "huggingface"):
         if (candidate / "config.json").is_file():
             weights = [*candidate.glob("*.safetensors"), *candidate.glob("pytorch_model*.bin")]

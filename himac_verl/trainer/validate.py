@@ -43,7 +43,7 @@ HIMAC_AGENT, FLAT_AGENT = "himac_agent", "flat_agent"
 CPU_ROLLOUT = "hf_cpu"
 GPU_ONLY_ROLLOUTS = ("vllm", "sglang", "trtllm")
 IMAGE_OBSERVATIONS = ("image", "both")
-BUILTIN_MODELS = ("smollm2", "tiny")  # himac.model choices that main.resolve_model_path builds (text-only)
+BUILTIN_MODELS = ("sokoban_agent", "smollm2", "tiny")  # himac.model choices that main.resolve_model_path builds (text-only)
 
 
 @dataclass(frozen=True)
