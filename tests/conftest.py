@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def sokoban_agent_dir() -> str:
-    """The main job's starting model (``himac.model=sokoban_agent``), built once into the cache (about 5
+    """The main job's starting model (``himac.model=sokoban_agent``), built once into the cache (about 9
     minutes on 2 cores; reused when the cache holds it): the Sokoban trainer and learning tests share it."""
     from himac_verl.main import resolve_model_path
 

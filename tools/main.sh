@@ -2,7 +2,7 @@
 # The README's main job: installs what is missing (idempotent), then trains HiMAC (iterative co-evolution:
 # phase A planner steps, phase B executor steps, alternating) on Sokoban 6x6 through verl's own trainer in
 # CPU mode, starting from the project's small Sokoban model (himac_verl/models/sokoban_agent.py; built
-# offline into the cache on first use, about 5 minutes). It validates greedily on 128 held-out levels before
+# offline into the cache on first use, about 9 minutes). It validates greedily on 128 held-out levels before
 # and after training (64 in between) and prints held-out success before -> after with Wilson intervals and
 # McNemar's exact test on the same levels. Settings: himac_verl/config/preset/sokoban_learning.yaml.
 # Extra arguments are hydra overrides (e.g. trainer.total_training_steps=6).
@@ -26,5 +26,5 @@ if [[ "${HIMAC_MAIN:-sokoban_agent}" == smollm2 ]]; then
     HIMAC_PRESET=cpu exec bash recipes/himac_sokoban.sh trainer.experiment_name=main_himac_sokoban_smollm2 \
         trainer.save_freq=1000 "${common[@]}" "$@"
 fi
-exec "$root/.venv/bin/python" -m himac_verl.main mode=cpu +preset=sokoban_learning \
+exec "${HIMAC_VENV:-$root/.venv}/bin/python" -m himac_verl.main mode=cpu +preset=sokoban_learning \
     "himac.eval_log_file=$out/eval_episodes.jsonl" "${common[@]}" "$@"
