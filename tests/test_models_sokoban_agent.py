@@ -180,3 +180,21 @@ def test_tiny_build_writes_a_loadable_cached_model(tmp_path):
     mtime = (tmp_path / "agent" / sa.MARKER).stat().st_mtime
     assert sa.build_sokoban_agent(tmp_path / "agent", levels=2, **opts) == path  # cached: not rebuilt
     assert (tmp_path / "agent" / sa.MARKER).stat().st_mtime == mtime
+
+
+def test_main_preset_plays_the_levels_and_loop_settings_the_model_was_built_for():
+    """The preset (himac_verl/config/preset/sokoban_learning.yaml) and the model's spec each state the levels
+    and loop settings; the loops, as they resolve the preset, must see exactly the spec's (else the model
+    plays levels or prompts it never saw)."""
+    from conftest import compose_config
+
+    from himac_verl.agent.config import LoopSettings
+
+    config = compose_config(["mode=cpu", "+preset=sokoban_learning"])
+    settings = LoopSettings.from_config(config, "sokoban")
+    spec = sa.make_spec()
+    assert config.himac.model == "sokoban_agent"
+    assert {k: settings.env_kwargs[k] for k in spec.env_kwargs()} == spec.env_kwargs()
+    assert (settings.max_env_steps, settings.subgoal_step_budget, settings.max_subgoals,
+            settings.flat_history_turns) == (spec.max_env_steps, spec.subgoal_step_budget, spec.max_subgoals,
+                                             spec.flat_history_turns)

@@ -650,11 +650,9 @@ def _batches(examples: list[Example], spec: SokobanAgentSpec, rng: random.Random
     return [b for b in batches if len(b) == spec.batch_size] or batches
 
 
-def fine_tune(model, examples: list[Example], spec: SokobanAgentSpec, pad_id: int, log=None,
-              hook=None) -> list[float]:
+def fine_tune(model, examples: list[Example], spec: SokobanAgentSpec, pad_id: int, log=None) -> list[float]:
     """AdamW on the RESPONSE tokens only (prompt tokens masked with -100), warm-up then cosine decay,
-    gradient clipping; returns the loss per step. ``hook(step)`` (optional, experiments) runs with the
-    progress line, every ``spec.steps // 10`` steps.
+    gradient clipping; returns the loss per step (a progress line every ``spec.steps // 10`` steps).
 
     Rows are right-padded and run without an attention mask: causal attention never lets a real token see
     a pad and pads carry no label (sdpa's fast causal path)."""
@@ -694,14 +692,9 @@ def fine_tune(model, examples: list[Example], spec: SokobanAgentSpec, pad_id: in
         torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
         opt.step()
         losses.append(loss.item())
-        if (step + 1) % every == 0:
-            if log is not None:
-                log(f"  sft step {step + 1}/{spec.steps}: response loss {sum(losses[-every:]) / every:.4f} "
-                    f"lr {lr_at(step):.2e} ({time.perf_counter() - t0:.0f}s)")
-            if hook is not None:
-                model.eval()
-                hook(step + 1)
-                model.train()
+        if (step + 1) % every == 0 and log is not None:
+            log(f"  sft step {step + 1}/{spec.steps}: response loss {sum(losses[-every:]) / every:.4f} "
+                f"lr {lr_at(step):.2e} ({time.perf_counter() - t0:.0f}s)")
     model.eval()
     return losses
 
