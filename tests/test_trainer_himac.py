@@ -127,11 +127,19 @@ def test_coevolution_bandit_learning_and_resume(ray_session, sharp_model_dir, tm
         assert s["himac/failed_groups"] == 0
         assert math.isfinite(s["actor/pg_loss"])
         assert s["himac/samples/dropped_by_phase"] > 0
-    for s in steps[:3]:  # phase A: only planner samples train, with non-zero macro advantages
+    for s in steps[:3]:  # phase A: only planner samples train
         assert s["himac/samples/trained"] == s["himac/samples/planner"] == 16  # 2 tasks x 8 blueprints
-        assert s["himac/adv/macro/max"] > 0 > s["himac/adv/macro/min"]
         assert "himac/adv/micro/mean" not in s
-        assert s["actor/grad_norm"] > 0
+        if s["himac/adv/macro/max"] == s["himac/adv/macro/min"]:
+            # every group's blueprints all won (or all lost): no relative signal, exactly zero credit
+            # (4 optimizer steps per phase-A step at lr 0.02 can converge the planner by step 2)
+            assert s["himac/adv/macro/max"] == 0.0
+        else:
+            assert s["himac/adv/macro/max"] > 0 > s["himac/adv/macro/min"]
+            assert s["actor/grad_norm"] > 0
+    # the random start picks the winner about half the time: the first step's groups are mixed
+    assert steps[0]["himac/adv/macro/max"] > 0 > steps[0]["himac/adv/macro/min"]
+    assert 0.0 < steps[0]["himac/success/macro"] < 1.0
     # phase B: only the micro pass's executor samples train; the bandit's outcome depends on the
     # blueprint alone, so all executions under z* have equal returns and zero micro advantage
     micro = steps[3]
