@@ -65,10 +65,8 @@ class Run:
 
 
 def run_one(method: str, seed: int, args, root: Path) -> Run:
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import compose_config, read_metrics, wait_named_actors_gone
-
     from himac_verl.main import run
+    from himac_verl.trainer.runs import compose_config, read_metrics, wait_named_actors_gone
 
     out = root / f"{method}_s{seed}"
     out.mkdir(parents=True, exist_ok=True)

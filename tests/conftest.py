@@ -7,12 +7,12 @@ and every Ray process must agree on the platform; it stays on for the rest of th
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from himac_verl.trainer.runs import compose_config, read_metrics, wait_named_actors_gone  # noqa: F401 (tests import them from here)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,53 +54,12 @@ def ray_session():
     ray.shutdown()
 
 
-def compose_config(overrides: list[str]):
-    """Our trainer config (``himac_trainer`` + overrides), as ``python -m himac_verl.main`` would see it."""
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module="himac_verl.config", version_base=None):
-        return compose(config_name="himac_trainer", overrides=overrides)
-
-
-def _live_placement_groups() -> list[str]:
-    import ray
-
-    table = ray.util.placement_group_table()
-    return [pg.get("name", pg_id) for pg_id, pg in table.items() if pg.get("state") != "REMOVED"]
-
-
-def wait_named_actors_gone(timeout_s: float = 60.0) -> None:
-    """verl's actors and placement groups die asynchronously with their TaskRunner; the next run in the
-    same Ray session reuses their names, so wait until they are gone."""
-    import ray
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if not ray.util.list_named_actors(all_namespaces=True) and not _live_placement_groups():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"still alive: actors {ray.util.list_named_actors(all_namespaces=True)}, "
-                       f"placement groups {_live_placement_groups()}")
-
-
 def run_trainer(overrides: list[str]) -> None:
     """Run verl's trainer through our entry point's ``run`` on the session's Ray."""
     from himac_verl.main import run
 
     run(compose_config(overrides))
     wait_named_actors_gone()
-
-
-def read_metrics(path) -> tuple[dict, list[dict]]:
-    """(run facts, per-step metric dicts) from our trainer's JSONL sink."""
-    facts, steps = {}, []
-    for line in Path(path).read_text().splitlines():
-        record = json.loads(line)
-        if "run_facts" in record:
-            facts = record["run_facts"]
-        else:
-            steps.append(record)
-    return facts, steps
 
 
 def build_tiny_qwen2_5_vl(path) -> str:
