@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from himac_verl.trainer.runs import compose_config, read_metrics, wait_named_actors_gone  # noqa: F401 (tests import them from here)
+# re-exported: the tests import these from conftest
+from himac_verl.trainer.runs import compose_config, read_metrics, wait_named_actors_gone  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
