@@ -236,7 +236,7 @@ class _DumpLoaderTaskRunner(HimacTaskRunnerImpl):
     def run(self, config):
         from omegaconf import OmegaConf
 
-        keep = OmegaConf.select(config, "himac.test_probe.keep", default=None)
+        keep = OmegaConf.select(config, "test_probe.keep", default=None)
         _install_dump_loader(None if keep is None else set(keep))
         return super().run(config)
 
@@ -285,7 +285,7 @@ def test_phase_step_equals_step_on_its_samples_alone(ray_session, sokoban_agent_
             "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
             "skip.rollout_tq.enable=true", f"skip.rollout_tq.dump_dir={dump}", "skip.rollout_tq.steps=[1]",
             f"himac.schedule.start_phase={phase}",
-            f"++himac.test_probe.keep={'[' + ','.join(keep) + ']' if keep else 'null'}",
+            f"++test_probe.keep={'[' + ','.join(keep) + ']' if keep else 'null'}",
         ]
         run(compose_config(overrides), task_runner_class=DumpLoaderTaskRunner)
         wait_named_actors_gone()

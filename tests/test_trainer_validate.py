@@ -96,10 +96,10 @@ def test_good_configs_pass(base, tmp_path):
     (dict(himac__schedule__start_phase="micr"), "himac.schedule.start_phase='micr'"),
     (dict(himac__optim_steps_per_update=2), "himac.optim_steps_per_update=2: was replaced by himac.update_budget"),
     (dict(himac__update_budget__mini_batch_turns=0), "himac.update_budget.mini_batch_turns=0 must be an int >= 1"),
-    (dict(himac__update_budget__mini_batch_turn=8), "himac.update_budget: unknown key 'mini_batch_turn'"),
+    (dict(himac__update_budget__mini_batch_turn=8), "himac.update_budget.mini_batch_turn=8: unknown key; did you mean 'mini_batch_turns'?"),
     (dict(himac__advantage__stats="episodes"), "stats is 'episodes'"),
     (dict(himac__advantage__gamma=2.0), "gamma is 2.0"),
-    (dict(himac__advantage__norm_by_sdt=True), "unknown key 'norm_by_sdt'"),
+    (dict(himac__advantage__norm_by_sdt=True), "himac.advantage.norm_by_sdt=True: unknown key; did you mean 'norm_by_std'?"),
     (dict(himac__agent__blueprint_selection="worst"), "himac.agent.blueprint_selection='worst'"),
     (dict(trainer__v1__trainer_mode="async"), "trainer.v1.trainer_mode='async'"),
     (dict(actor_rollout_ref__model__path="Qwen/Qwen2.5-1.5B-Instruct"),
@@ -200,3 +200,58 @@ def test_check_returns_problems_without_raising(base):
     assert check_himac_config(base) == []
     problems = check_himac_config(_with(base, himac__group_size=1))
     assert [(p.key, p.value) for p in problems] == [("himac.group_size", 1)]
+
+
+# The strict config: each bad setting a user might type, composed exactly as `python -m himac_verl.main`
+# composes it (hydra, in process), is rejected before Ray starts with its key named; nothing is coerced.
+STRICT_CASES = [
+    (["++himac.shedule.mode=flat"], "himac.shedule={'mode': 'flat'}: unknown key; did you mean 'schedule'?"),
+    (["++himac.schedule.mdoe=flat"], "himac.schedule.mdoe='flat': unknown key; did you mean 'mode'?"),
+    (["+himac.foo=1"], "himac.foo=1: unknown key"),
+    (["++himac.agent.use_sub_done=fasle"], "himac.agent.use_sub_done='fasle': must be true or false, got str"),
+    (["himac.schedule.phase_length=2.5"], "himac.schedule.phase_length=2.5: must be an integer, got float"),
+    (["himac.update_budget.mini_batch_turns=true"], "himac.update_budget.mini_batch_turns=True: must be an integer"),
+    (["himac.cpu_mode=yes"], "himac.cpu_mode='yes': must be true or false"),
+    (["++himac.pool.num_worker=3"], "EnvPool: unknown setting 'num_worker'"),
+    (["himac.pool.num_workers=0"], "himac.pool={'num_workers': 0}: EnvPool num_workers must be an int >= 1, got 0"),
+    (["++himac.env_kwargs.observaton=text"], "SokobanEnv has no option 'observaton'"),
+    (["himac.env_kwargs.observation=txt"], "SokobanEnv observation must be one of"),
+    (["himac.agent.template_version=v9"], "himac.agent.template_version='v9': no packaged prompt template"),
+    (["himac.agent.parse_failure_return=nan"], "himac.agent.parse_failure_return=nan: must be a finite number"),
+    (["himac.advantage.gamma=inf"], "himac.advantage.gamma=inf: must be a finite number"),
+    (["himac.agent.max_env_steps=abc"], "himac.agent.max_env_steps='abc': must be an integer, got str"),
+    (["himac.val_levels_between=0"], "himac.val_levels_between=0: must be > 0"),
+    (["algorithm.rollout_correction.rollout_is=token"],
+     "algorithm.rollout_correction.rollout_is='token': himac_verl's advantage step does not apply"),
+    (["algorithm.rollout_correction.rollout_rs=token_k1"], "algorithm.rollout_correction.rollout_rs='token_k1'"),
+]
+
+
+@pytest.fixture(scope="module")
+def compose_main():
+    from himac_verl.trainer.validate import compose
+
+    return lambda overrides: compose(["mode=cpu", "+preset=sokoban_learning", *overrides])
+
+
+@pytest.mark.parametrize("overrides, expected", STRICT_CASES, ids=[c[0][0] for c in STRICT_CASES])
+def test_strict_config_names_each_bad_setting(compose_main, overrides, expected):
+    messages = _messages(compose_main(overrides))
+    assert any(expected in m for m in messages), messages
+
+
+def test_strict_config_reports_every_problem_at_once(compose_main):
+    """Bad settings in several sections, and an unknown env that used to hide the group checks."""
+    overrides = ["himac.env=sokobn", "himac.group_size=1", "actor_rollout_ref.rollout.n=4",
+                 "++himac.agent.use_sub_done=fasle", "++himac.agent.max_env_steps=abc",
+                 "himac.schedule.phase_length=2.5", "++himac.pool.num_worker=3"]
+    keys = [m.split("=", 1)[0] for m in _messages(compose_main(overrides))]
+    assert sorted(keys) == sorted(["himac.agent.max_env_steps", "himac.agent.use_sub_done", "himac.schedule.phase_length",
+                                   "himac.pool", "himac.env", "himac.group_size", "actor_rollout_ref.rollout.n"]), keys
+
+
+def test_strict_config_accepts_the_shipped_settings(compose_main):
+    assert check_himac_config(compose_main([])) == []
+    assert check_himac_config(compose_main(["himac.schedule.mode=flat", "algorithm.adv_estimator=gigpo",
+                                            "himac.agent.use_sub_done=false", "++himac.eval_run.seed=3",
+                                            "himac.advantage.gamma=1"])) == []

@@ -15,6 +15,7 @@ from himac_verl.envs.base import SUCCESS_REWARD, AgentEnv, Observation, ResetRes
 
 class BlueprintBanditEnv(AgentEnv):
     name = "bandit"
+    cheap_to_build = True
 
     def __init__(self, winning_plan: list[str] | tuple[str, ...] = ("press the red button",), max_steps: int = 1):
         if not winning_plan or not all(isinstance(g, str) and g for g in winning_plan):

@@ -17,6 +17,7 @@ calls block (ALFWorld resets take 1-2 s).
 from __future__ import annotations
 
 import abc
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,8 @@ class AgentEnv(abc.ABC):
 
     name: str = ""
     max_steps: int = 0
+    # True where __init__ loads nothing (no data, no processes): check_options then builds one instance
+    cheap_to_build: bool = False
 
     @abc.abstractmethod
     def reset(self, task: TaskSpec) -> ResetResult: ...
@@ -104,6 +107,27 @@ class AgentEnv(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise TypeError/ValueError naming the option when ``options`` (``himac.env_kwargs``) cannot build
+        this env. Runs before Ray starts, so it must load no data: every option must be a parameter of
+        ``__init__`` (plus ``extra_option_names()`` where ``__init__`` takes ``**options``), and envs that are
+        ``cheap_to_build`` are built once, so their own value checks run too."""
+        signature = inspect.signature(cls.__init__)
+        known = [n for n, p in signature.parameters.items()
+                 if n != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        known += list(cls.extra_option_names())
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no option {unknown[0]!r} (options: {', '.join(known)})")
+        if cls.cheap_to_build:
+            cls(**options).close()
+
+    @classmethod
+    def extra_option_names(cls) -> tuple[str, ...]:
+        """Options ``__init__`` takes through ``**options`` (e.g. Sokoban's level-generator settings)."""
+        return ()
 
     @classmethod
     def worst_return(cls, max_steps: int, **options: Any) -> float:

@@ -38,6 +38,7 @@ import atexit
 import concurrent.futures as cf
 import itertools
 import json
+import math
 import os
 import queue
 import signal
@@ -364,13 +365,8 @@ class EnvPool:
     def __init__(self, env_name: str, env_kwargs: dict | None = None, num_workers: int = 2,
                  reset_timeout_s: float = 120.0, step_timeout_s: float = 30.0,
                  max_worker_rss_mb: float | None = 2048.0) -> None:
-        if not isinstance(num_workers, int) or num_workers < 1:
-            raise ValueError(f"EnvPool num_workers must be an int >= 1, got {num_workers!r}")
-        for name, value in (("reset_timeout_s", reset_timeout_s), ("step_timeout_s", step_timeout_s)):
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"EnvPool {name} must be a number > 0, got {value!r}")
-        if max_worker_rss_mb is not None and not (isinstance(max_worker_rss_mb, (int, float)) and max_worker_rss_mb > 0):
-            raise ValueError(f"EnvPool max_worker_rss_mb must be a number > 0 or None, got {max_worker_rss_mb!r}")
+        self.check_settings(num_workers=num_workers, reset_timeout_s=reset_timeout_s, step_timeout_s=step_timeout_s,
+                            max_worker_rss_mb=max_worker_rss_mb)
         self.max_worker_rss_mb = None if max_worker_rss_mb is None else float(max_worker_rss_mb)
         self.env_name = env_name
         self.target = resolve_env_target(env_name)
@@ -384,6 +380,30 @@ class EnvPool:
         self._sids = itertools.count(1)
         self._workers = [_Worker(self, i) for i in range(num_workers)]
         _LIVE_POOLS.add(self)
+
+    @staticmethod
+    def check_settings(**settings: Any) -> None:
+        """Raise ValueError naming the setting when ``settings`` (the ``himac.pool`` keys: num_workers,
+        reset_timeout_s, step_timeout_s, max_worker_rss_mb) cannot build a pool; starts nothing, so the
+        config check runs it before Ray starts. Unknown names and bools where numbers belong are rejected."""
+        known = ("num_workers", "reset_timeout_s", "step_timeout_s", "max_worker_rss_mb")
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"EnvPool: unknown setting {unknown[0]!r} (known: {', '.join(known)})")
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        workers = settings.get("num_workers", 2)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"EnvPool num_workers must be an int >= 1, got {workers!r}")
+        for name in ("reset_timeout_s", "step_timeout_s"):
+            value = settings.get(name, 1.0)
+            if not number(value) or not value > 0:
+                raise ValueError(f"EnvPool {name} must be a finite number > 0, got {value!r}")
+        rss = settings.get("max_worker_rss_mb")
+        if rss is not None and not (number(rss) and rss > 0):
+            raise ValueError(f"EnvPool max_worker_rss_mb must be a finite number > 0 or None, got {rss!r}")
 
     @property
     def num_restarts(self) -> int:

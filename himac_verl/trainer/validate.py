@@ -27,10 +27,11 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from himac_verl.config.strict import Problem, strict_problems
 
 AUTO = "auto"
 BUILTIN_TASK = "arithmetic"
@@ -44,18 +45,6 @@ CPU_ROLLOUT = "hf_cpu"
 GPU_ONLY_ROLLOUTS = ("vllm", "sglang", "trtllm")
 IMAGE_OBSERVATIONS = ("image", "both")
 BUILTIN_MODELS = ("sokoban_agent", "smollm2", "tiny")  # himac.model choices that main.resolve_model_path builds (text-only)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One rejected setting: the key, the value found, and why it cannot run."""
-
-    key: str
-    value: Any
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.key}={self.value!r}: {self.reason}"
 
 
 class HimacConfigError(ValueError):
@@ -222,8 +211,6 @@ def _check_group(config, env: str | None, problems: list[Problem]) -> None:
             problems.append(Problem("actor_rollout_ref.rollout.n", n,
                                     "GRPO on the arithmetic task groups the rollout.n samples of a prompt: use >= 2"))
         return
-    if env is None:
-        return
     group = _select(config, "himac.group_size", 8)
     if not _is_int(group) or group < 2:
         problems.append(Problem("himac.group_size", group,
@@ -248,10 +235,6 @@ def _check_rollout(config, problems: list[Problem]) -> None:
 def _check_update(config, problems: list[Problem]) -> None:
     from himac_verl.trainer.roles import UpdateBudget
 
-    if _select(config, "himac.optim_steps_per_update") is not None:
-        problems.append(Problem("himac.optim_steps_per_update", _select(config, "himac.optim_steps_per_update"),
-                                "was replaced by himac.update_budget.mini_batch_turns / macro_mini_batch_turns "
-                                "(optimizer steps sized in turn samples)"))
     section = _select(config, "himac.update_budget")
     try:
         UpdateBudget.from_config(OmegaConf.to_container(section, resolve=True) if section is not None else None)
@@ -379,8 +362,44 @@ def _check_model(config, env: str | None, problems: list[Problem]) -> None:
                                     "text-only (use himac.env_kwargs.observation=text)"))
 
 
+def _check_rollout_correction(config, problems: list[Problem]) -> None:
+    """Our advantage step replaces verl's (it does not call its rollout-correction stage): a non-default
+    importance-sampling or rejection-sampling setting would be silently ignored, so it is rejected."""
+    if _select(config, "algorithm.adv_estimator") not in OUR_ESTIMATORS:
+        return
+    for key in ("algorithm.rollout_correction.rollout_is", "algorithm.rollout_correction.rollout_rs"):
+        value = _select(config, key)
+        if value is not None:
+            problems.append(Problem(key, _plain(value), "himac_verl's advantage step does not apply verl's rollout "
+                                                        "correction: leave it null"))
+
+
+def _check_templates(config, env: str | None, mode: str | None, problems: list[Problem]) -> None:
+    """The prompt templates the method's roles need exist (``himac.agent.template_version`` / ``template_dir``)."""
+    if not is_agent_env(env) or env not in agent_env_names() or mode is None:
+        return
+    from himac_verl.agent.prompts import executor_template, load_template
+
+    version = _select(config, "himac.agent.template_version")
+    folder = _select(config, "himac.agent.template_dir")
+    kwargs = {k: v for k, v in (("version", version), ("template_dir", folder)) if v is not None}
+    try:
+        if mode == FLAT_MODE:
+            load_template(env, "flat", **kwargs)
+        else:
+            load_template(env, "planner", **kwargs)
+            executor_template(env, _select(config, "himac.agent.use_sub_done", True) is not False, **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        key = "himac.agent.template_dir" if folder is not None else "himac.agent.template_version"
+        problems.append(Problem(key, folder if folder is not None else version, str(err)))
+
+
 def check_himac_config(config: Any) -> list[Problem]:
-    """Every problem of a composed trainer config (empty list = it may start). Pure; reads only first rows."""
+    """Every problem of a composed trainer config (empty list = it may start). Pure; reads only first rows.
+
+    The strict key and type checks (``config/strict.py``) come first; a section they found fault with is
+    not read again by the checks below (its owner would fail on the first bad value and hide the rest)."""
+    strict = strict_problems(config)
     problems: list[Problem] = []
     env = _check_env(config, problems)
     _check_trainer_mode(config, problems)
@@ -393,6 +412,12 @@ def check_himac_config(config: Any) -> list[Problem]:
     _check_agent(config, env, problems)
     _check_data(config, env, problems)
     _check_model(config, env, problems)
+    _check_rollout_correction(config, problems)
+    if not any(p.key.startswith("himac.agent.template") for p in strict):
+        _check_templates(config, env, mode, problems)
+    flagged = [p.key for p in strict]
+    problems = strict + [p for p in problems
+                         if not any(k == p.key or k.startswith(p.key + ".") for k in flagged)]
     unique: dict[str, Problem] = {}
     for problem in problems:  # e.g. one bad himac.data setting seen through both data keys
         unique.setdefault(str(problem), problem)

@@ -4,7 +4,7 @@ The code path is the one ``AlfredTWEnv.init_env`` uses (``PddlEnv`` with ``Alfre
 which gives the object names the walkthroughs use, and ``AlfredInfos``), minus ``AlfredTWEnv`` itself,
 which only finds games that ship ``traj_data.json``. One TextWorld env is built per instance and each
 reset *loads* the next game into it: building a new ``PddlEnv`` per game loads a fresh copy of
-fast-downward's shared library that is never unloaded (the memory growth noted in env-facts.md).
+fast-downward's shared library that is never unloaded (the memory growth of docs/envs.md, "Memory recycling").
 
 Observation text: the game's feedback only (the intro banner dropped; ``Nothing happens.`` after an
 invalid action). The admissible commands are in ``Observation.admissible_actions`` and NOT in the text: the
@@ -45,6 +45,7 @@ class AlfWorldEnv(AgentEnv):
     """One ALFWorld instance (one TextWorld env, reloaded per game). Not thread safe."""
 
     name = "alfworld"
+    cheap_to_build = True  # the TextWorld env is built on the first reset
 
     def __init__(self, max_steps: int = 50, fuzzy_threshold: float = FUZZY_THRESHOLD, include_help: bool = False) -> None:
         if not isinstance(max_steps, int) or max_steps < 1:

@@ -19,6 +19,7 @@ too: the same task id under other options is another level.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from himac_verl.envs.base import (INVALID_ACTION_PENALTY, SUCCESS_REWARD, AgentEnv, Observation, ResetResult, StepResult,
@@ -55,6 +56,7 @@ class SokobanEnv(AgentEnv):
     tiles of ``tile_px`` px (6x6 cells of 16 px: 96x96, 9 visual tokens)."""
 
     name = "sokoban"
+    cheap_to_build = True
 
     def __init__(self, height: int = 6, width: int = 6, num_boxes: int = 1, max_steps: int = 15,
                  observation: str = "text", tile_px: int = 16, image_px: int | None = 256,
@@ -77,6 +79,12 @@ class SokobanEnv(AgentEnv):
     @staticmethod
     def action_format() -> str:
         return "one of up, down, left, right"
+
+    @classmethod
+    def extra_option_names(cls) -> tuple[str, ...]:
+        """The level generator's settings, passed through ``**generator_options``."""
+        return tuple(f.name for f in dataclasses.fields(GeneratorConfig)
+                     if f.name not in ("height", "width", "num_boxes", "max_steps"))
 
     @classmethod
     def worst_return(cls, max_steps: int, num_boxes: int = 1, **options: Any) -> float:
