@@ -294,6 +294,13 @@ def test_unknown_estimator_and_bad_inputs():
         compute_advantage("grpo", fields, _mask(13))
     with pytest.raises(ValueError, match=r"response_mask has 12 rows for 13 samples"):
         compute_advantage("gigpo", fields, _mask(12))
+    mask = _mask(13).float()
+    mask[4, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"response_mask\[4, 1\] is nan, expected 0 or 1 \(sample 4\)"):
+        compute_advantage("gigpo", fields, mask)
+    mask[4, 1] = 0.5
+    with pytest.raises(ValueError, match=r"response_mask\[4, 1\] is 0.5, expected 0 or 1"):
+        compute_advantage("gigpo", fields, mask)
     with pytest.raises(FieldError, match=r"sample 0: role 'flat' cannot go to estimator 'himac'"):
         compute_advantage("himac", fields, _mask(13))
     with pytest.raises(FieldError, match=r"sample 0: role 'planner' cannot go to estimator 'gigpo'"):

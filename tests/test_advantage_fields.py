@@ -227,3 +227,24 @@ def test_himac_all_padding_batch_is_all_zero():
     f = SampleFields.from_extra_fields(samples, is_padding=[True])
     adv, _ = compute_advantage("himac", f, torch.ones(1, 3))
     assert torch.equal(adv, torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"turn": 2**63}, r"sample 1: turn is 9223372036854775808, expected an int >= 0 \(and < 2\*\*63\)"),
+        ({"subgoal_index": -(2**70)}, r"sample 1: subgoal_index is -1180591620717411303424, expected an int >= -1"),
+        ({"step_reward": 1e40}, r"sample 1: step_reward is 1e\+40, expected a finite number \(of size at most 1e\+30\)"),
+        ({"step_reward": 10**400}, r"sample 1: step_reward is 1000000000\d+, expected a finite number"),
+        ({"episode_return": -1e200}, r"sample 1: episode_return is -1e\+200, expected a finite number"),
+        ({"episode_return": 1.7e308}, r"sample 1: episode_return is 1.7e\+308, expected a finite number"),
+        ({"penalty": -1e31}, r"sample 1: penalty is -1e\+31, expected a finite number <= 0 \(of size at most 1e\+30\)"),
+    ],
+)
+def test_values_out_of_range_name_sample_field_value(change, message):
+    """Past int64 or beyond what float64 group statistics and float32 advantages hold: a clear error, not a
+    bare OverflowError nor silently zero / NaN advantages."""
+    samples = flat_batch()
+    samples[1] = dict(samples[1], **change)
+    with pytest.raises(FieldError, match=message):
+        SampleFields.from_extra_fields(samples)

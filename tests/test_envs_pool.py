@@ -62,8 +62,24 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def gone(pid: int) -> bool:
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+def gone(pid: int, wait_s: float = 5.0) -> bool:
+    """The process has exited AND been reaped (a zombie is not gone: the pool must wait() for its workers)."""
+    deadline = time.monotonic() + wait_s
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not psutil.pid_exists(pid)
+
+
+def zombie_children() -> list[int]:
+    """Children of this process that exited but were never reaped."""
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                out.append(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def test_concurrent_sokoban_sessions_equal_sequential_play():
@@ -335,6 +351,8 @@ def test_shutdown_leaves_no_processes_and_rejects_new_work():
 
     pids, after = run(main())
     assert len(pids) == 2 and all(gone(pid) for pid in pids)
+    children = {c.pid for c in psutil.Process().children(recursive=True)}
+    assert not pids & children and not zombie_children(), (pids & children, zombie_children())
     assert after.kind == "error" and "closed" in after.detail
 
 

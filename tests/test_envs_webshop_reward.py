@@ -1,4 +1,4 @@
-"""WebShop reward: hand-checked cases from shared/notes/webshop-spec.md, quirks included.
+"""WebShop reward: hand-checked cases of the reward of docs/env_webshop.md ("Reward"), quirks included.
 
 Each case writes its arithmetic in a comment. ``ratio(a, b)`` below is rapidfuzz's normalised Indel
 similarity, 100 * 2 * LCS(a, b) / (len(a) + len(b)); token_set_ratio(a, b) is the max of the ratios of

@@ -47,7 +47,7 @@ def test_resume_same_schedule_continues_and_mismatch_is_an_error():
         CoEvolutionSchedule(phase_length=2).check_resume(saved)
 
 
-# (phase, role, pass) -> trains?  Written out in full: this table is the phase rule of DESIGN.md.
+# (phase, role, pass) -> trains?  Written out in full: this table is the phase rule of trainer/coevolution.py's docstring.
 TABLE = {
     ("macro", "planner", "macro"): True,
     ("macro", "executor", "macro"): False,

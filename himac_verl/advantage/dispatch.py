@@ -51,4 +51,9 @@ def compute_advantage(
         raise ValueError(f"response_mask is {shape}, expected a [B, T] tensor")
     if response_mask.shape[0] != len(fields):
         raise ValueError(f"response_mask has {response_mask.shape[0]} rows for {len(fields)} samples")
+    binary = (response_mask == 0) | (response_mask == 1)  # NaN compares false: caught here too
+    if not bool(binary.all()):
+        row, col = (int(x) for x in torch.nonzero(~binary)[0])
+        raise ValueError(f"response_mask[{row}, {col}] is {float(response_mask[row, col])!r}, expected 0 or 1 "
+                         f"(sample {row})")
     return estimator(fields, response_mask, AdvantageConfig.from_config(config))

@@ -1,7 +1,7 @@
 """Per-sample contract fields (``extra_fields`` dicts) turned into validated index tensors.
 
 The estimators never look at positions or at verl's ``uid``: group identity comes from the sample
-contract (DESIGN.md). This module is the one place where those Python dicts become tensors, so it is
+contract (docs/advantage.md, "Contract fields read here"). This module is the one place where those Python dicts become tensors, so it is
 also the one place that checks them. A bad batch fails here with an error naming the sample, the field
 and the value, before any statistic is computed; the estimators can then trust the invariants below:
 
@@ -32,27 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-ROLES: tuple[str, ...] = ("planner", "executor", "flat")
-PLANNER, EXECUTOR, FLAT = 0, 1, 2
-PASSES: tuple[str, ...] = ("macro", "micro")
+from himac_verl.core.contract import CONTRACT_FIELDS, PASSES, ROLES, Role
 
-# The sample contract (DESIGN.md); every sample must carry all of them. Extra keys are ignored.
-CONTRACT_FIELDS: tuple[str, ...] = (
-    "role",
-    "task_uid",
-    "blueprint_uid",
-    "episode_uid",
-    "pass",
-    "turn",
-    "subgoal_index",
-    "step_reward",
-    "episode_return",
-    "won",
-    "anchor",
-    "penalty",  # this turn's invalid-action penalty (<= 0), already included in step_reward
-    "episode_penalty",  # sum of `penalty` over the episode's turns (<= 0); episode_return includes it
-    "failed",  # the episode ended on an env crash/hang or a failed generate call: it never trains
-)
+# Role codes of the tensors: indices into ROLES. Every sample must carry all of CONTRACT_FIELDS (the
+# sample contract, core/contract.py's TurnSample); extra keys are ignored.
+PLANNER, EXECUTOR, FLAT = (ROLES.index(r.value) for r in (Role.PLANNER, Role.EXECUTOR, Role.FLAT))
 
 
 class FieldError(ValueError):
@@ -298,32 +282,53 @@ def _types_ok(values: list, allowed: tuple[type, ...]) -> bool:
     return all(issubclass(t, allowed) and not issubclass(t, (bool, np.bool_)) for t in set(map(type, values)))
 
 
+INT64_MAX = int(np.iinfo(np.int64).max)
+# Rewards and returns beyond this size are refused: group statistics square them in float64 (1e200**2
+# overflows to inf, giving NaN or all-zero advantages) and the advantages go out in float32 (max ~3.4e38).
+MAX_ABS_VALUE = 1e30
+
+
 def _integers(values: list, name: str, minimum: int) -> np.ndarray:
     if _types_ok(values, _INT_TYPES):
-        arr = np.asarray(values, dtype=np.int64)
-        if arr.min() >= minimum:
+        try:
+            arr = np.asarray(values, dtype=np.int64)
+        except OverflowError:  # a Python int past int64: named below
+            arr = None
+        if arr is not None and arr.min() >= minimum:
             return arr
     for i, v in enumerate(values):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < minimum:
-            raise FieldError(f"sample {i}: {name} is {v!r}, expected an int >= {minimum}")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or not minimum <= v <= INT64_MAX:
+            raise FieldError(f"sample {i}: {name} is {v!r}, expected an int >= {minimum} (and < 2**63)")
     raise AssertionError("unreachable")
 
 
 def _finite_floats(values: list, name: str, maximum: float = math.inf) -> np.ndarray:
-    expected = "a finite number" + (f" <= {maximum:g}" if math.isfinite(maximum) else "")
+    expected = ("a finite number" + (f" <= {maximum:g}" if math.isfinite(maximum) else "")
+                + f" (of size at most {MAX_ABS_VALUE:g})")
+
+    def bad(v: Any) -> bool:
+        try:
+            x = float(v)
+        except OverflowError:  # an int too large for a float
+            return True
+        return not math.isfinite(x) or abs(x) > MAX_ABS_VALUE or x > maximum
+
     if _types_ok(values, _REAL_TYPES):
-        arr = np.asarray(values, dtype=np.float64)
-        ok = np.isfinite(arr) & (arr <= maximum)
-        if ok.all():
-            return arr
-        i = int(np.argmin(ok))
-        raise FieldError(f"sample {i}: {name} is {float(values[i])!r}, expected {expected}")
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except OverflowError:
+            arr = None
+        if arr is not None:
+            ok = np.isfinite(arr) & (np.abs(arr) <= MAX_ABS_VALUE) & (arr <= maximum)
+            if ok.all():
+                return arr
     for i, v in enumerate(values):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
             raise FieldError(f"sample {i}: {name} is {v!r}, expected {expected}")
-        if not math.isfinite(v) or v > maximum:
-            raise FieldError(f"sample {i}: {name} is {float(v)!r}, expected {expected}")
-    return np.asarray(values, dtype=np.float64)
+        if bad(v):
+            shown = repr(v) if isinstance(v, numbers.Integral) else repr(float(v))
+            raise FieldError(f"sample {i}: {name} is {shown}, expected {expected}")
+    raise AssertionError("unreachable")
 
 
 def _bools(values: list, name: str) -> np.ndarray:

@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from himac_verl.agent.prompts import TEMPLATE_VERSION
+from himac_verl.core.contract import LoopPhase
 from himac_verl.envs.base import INVALID_ACTION_PENALTY
 
-PHASES = ("macro", "micro", "joint", "flat", "eval")
+PHASES = tuple(p.value for p in LoopPhase)  # what one agent-loop call may play
 
 # Dataset-row columns (rows.task_rows) that name the task and the phase; they reach ``run(**kwargs)``.
 ENV_COLUMN, SPLIT_COLUMN, TASK_COLUMN, PHASE_COLUMN = "himac_env", "himac_split", "himac_task_id", "himac_phase"

@@ -21,6 +21,8 @@ from typing import Any
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
 
+from himac_verl.core.contract import CONTRACT_FIELDS, TurnSample
+
 # Per-sample diagnostic flags; every output carries all of them. Per-turn flags describe the turn, per-
 # episode flags (EPISODE_FLAGS) are set on every sample of the episode they describe.
 FLAG_NAMES = (
@@ -39,8 +41,6 @@ FLAG_NAMES = (
 EPISODE_FLAGS = ("env_failure", "server_error", "step_limit")
 FAILURE_FLAGS = ("env_failure", "server_error")  # an episode ended by these is ``failed``: it never trains
 
-CONTRACT_FIELDS = ("role", "task_uid", "blueprint_uid", "episode_uid", "pass", "turn", "subgoal_index",
-                   "step_reward", "episode_return", "won", "anchor", "penalty", "episode_penalty", "failed")
 DIAGNOSTIC_FIELDS = ("flags", "num_subgoals", "env_steps", "task_type", "env_score", "parse_error", "env_step",
                      "env_action")
 VERL_FIELDS = ("min_global_steps", "max_global_steps", "reward_extra_info")
@@ -133,21 +133,14 @@ def episode_outputs(episode: Episode) -> list[AgentLoopOutput]:
         flags = dict(rec.flags)
         for name in episode.episode_flags:
             flags[name] = True
+        sample = TurnSample(
+            role=rec.role, task_uid=episode.task_uid, blueprint_uid=episode.blueprint_uid,
+            episode_uid=episode.episode_uid, pass_=episode.pass_, turn=int(rec.turn),
+            subgoal_index=int(rec.subgoal_index), step_reward=float(rec.step_reward),
+            episode_return=float(episode.episode_return), won=bool(episode.won), anchor=rec.anchor,
+            penalty=float(rec.penalty), episode_penalty=episode_penalty, failed=episode.failed)
         extra = {
-            "role": rec.role,
-            "task_uid": episode.task_uid,
-            "blueprint_uid": episode.blueprint_uid,
-            "episode_uid": episode.episode_uid,
-            "pass": episode.pass_,
-            "turn": int(rec.turn),
-            "subgoal_index": int(rec.subgoal_index),
-            "step_reward": float(rec.step_reward),
-            "episode_return": float(episode.episode_return),
-            "won": bool(episode.won),
-            "anchor": rec.anchor,
-            "penalty": float(rec.penalty),
-            "episode_penalty": episode_penalty,
-            "failed": episode.failed,
+            **sample.to_extra_fields(),
             "min_global_steps": rec.min_global_steps,
             "max_global_steps": rec.max_global_steps,
             "reward_extra_info": dict(info),

@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from himac_verl.core.contract import PHASE_CODES
+
 NON_FINITE = ("nan", "inf", "-inf")
-PHASE_CODES: dict[str, int] = {"macro": 0, "micro": 1, "joint": 2, "flat": 3}
 PHASE_TAG = "phase"
 PHASE_COLORS = {"macro": "#fde2c8", "micro": "#d5e8d4", "joint": "#e1d5e7", "flat": "#eeeeee"}
 METRIC_COLUMNS = ["step", "metric", "value", "phase"]

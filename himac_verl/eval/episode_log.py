@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
+from himac_verl.core.contract import ROLES
 from himac_verl.envs.alfworld.data import TASK_TYPES as ALFWORLD_TASK_TYPE_TABLE
 
 SCHEMA_VERSION = 1
@@ -46,7 +47,6 @@ ALFWORLD_TASK_TYPES: tuple[str, ...] = ("Pick", "Look", "Clean", "Heat", "Cool",
 # ALFWorld game folders are named "<task_type>-Object-Recep-Parent-scene"; their prefix gives the column
 # (one table for the env and the eval: himac_verl.envs.alfworld.data.TASK_TYPES).
 ALFWORLD_FOLDER_TO_TYPE: dict[str, str] = ALFWORLD_TASK_TYPE_TABLE
-ROLES: tuple[str, ...] = ("planner", "executor", "flat")
 # Envs whose ``score`` must be present (their tables have a score column).
 SCORED_ENVS: frozenset[str] = frozenset({"webshop", "sokoban"})
 

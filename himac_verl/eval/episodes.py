@@ -1,7 +1,7 @@
 """Evaluation episodes from the agent loop's samples: the bridge between verl's validation and our log.
 
 An evaluation call (``himac_phase="eval"``) returns one greedy episode as a list of turn samples (the
-sample contract of ../shared/DESIGN.md); verl stores them in TransferQueue under the ``val`` partition.
+sample contract, docs/advantage.md "Contract fields read here"); verl stores them in TransferQueue under the ``val`` partition.
 :func:`episode_records` groups those samples by ``episode_uid`` and rebuilds one
 :class:`~himac_verl.eval.episode_log.EpisodeRecord` per episode; :class:`ValidationEpisodeLog` is the
 trainer-side hook that reads a validation batch from TransferQueue and appends the records to the log.

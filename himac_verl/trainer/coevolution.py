@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from himac_verl.core.contract import PASSES, ROLES, Phase
+
 MODES = ("coevolve", "joint", "flat", "macro", "micro")
-PHASES = ("macro", "micro")
-ROLES = ("planner", "executor", "flat")
-PASSES = ("macro", "micro")
+PHASES = (Phase.MACRO.value, Phase.MICRO.value)  # the two phases co-evolution alternates (start_phase)
 
 
 @dataclass(frozen=True)

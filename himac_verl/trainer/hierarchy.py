@@ -44,7 +44,7 @@ from verl.workers.utils.padding import response_to_nested
 
 from himac_verl.advantage import ESTIMATORS, AdvantageConfig, SampleFields, compute_advantage
 from himac_verl.agent.config import PHASE_COLUMN
-from himac_verl.eval.curves import PHASE_CODES  # numeric phase for TensorBoard curves
+from himac_verl.core.contract import PHASE_CODES  # numeric phase for TensorBoard curves
 from himac_verl.trainer.coevolution import CoEvolutionSchedule
 from himac_verl.trainer.roles import (
     UpdateBudget,

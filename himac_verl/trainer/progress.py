@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-PHASE_NAMES = {0: "macro", 1: "micro", 2: "joint", 3: "flat"}
+from himac_verl.core.contract import PHASE_CODES
+
+PHASE_NAMES = {code: name for name, code in PHASE_CODES.items()}
 
 # (label, metric keys tried in order): the first present key is shown.
 PROGRESS_FIELDS: list[tuple[str, tuple[str, ...]]] = [

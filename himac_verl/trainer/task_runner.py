@@ -1,7 +1,7 @@
 """Our TaskRunner: verl's v1 TaskRunner building our trainer class with ``trainer_mode`` kept ``sync``.
 
 verl's ``TaskRunnerV1.run`` picks the trainer by registry name, and any name other than ``sync`` switches
-verl to async replay semantics (verl-traps.md). This runner subclasses verl's (the plain class behind the
+verl to async replay semantics. This runner subclasses verl's (the plain class behind the
 Ray actor: subclassing the actor itself raises ``ActorClassInheritanceException``) and reuses its agent-loop
 manager set-up; only the choice of trainer class differs: ``himac.trainer_class`` (an import path).
 """

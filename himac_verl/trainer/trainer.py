@@ -118,7 +118,8 @@ class HimacTrainer(HierarchicalSteps, PPOTrainerSync):
 
     def on_sample_end(self):
         super().on_sample_end()
-        # groups whose sessions raised are trained on with missing samples (verl-traps.md): count them
+        # groups whose sessions raised are trained on with missing samples (verl's replay buffer keeps
+        # their keys under failure_keys and goes on with the rest): count them
         self._failed_groups = len(self.replay_buffer.failure_keys.get("train", ()))
 
     def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):

@@ -1,4 +1,4 @@
-"""WebShop's purchase reward, reproduced term by term (see shared/notes/webshop-spec.md).
+"""WebShop's purchase reward, reproduced term by term (docs/env_webshop.md, "Reward", states every term).
 
     total = r_type * (attribute_matches + option_matches + r_price) / (#attributes + #goal_options + 1)
 
