@@ -1,7 +1,8 @@
 """Strict reading of the ``himac`` section: every key known and every value of its declared type, checked
 before Ray starts, every problem reported at once (``strict_problems``; ``trainer/validate.py`` runs it).
 
-Where the known keys and their types come from (each stated once, nothing restated here):
+Where the known keys and their types come from (stated where they are defined; the only types written
+here are those of the few keys whose packaged default is null, :data:`NULL_DEFAULT_TYPES`):
 
 - sections read into a dataclass: that dataclass's fields and annotations: ``himac.schedule``
   (``CoEvolutionSchedule``), ``himac.update_budget`` (``UpdateBudget``), ``himac.advantage``

@@ -66,9 +66,11 @@ class HierarchicalSteps:
     def __init__(self, config):
         super().__init__(config)
         himac = OmegaConf.select(config, "himac", default=None) or {}
-        self.hierarchical = config.algorithm.adv_estimator in ESTIMATORS
+        # HiMAC or the flat baselines (episode_grpo, gigpo): our advantage step and sample accounting apply;
+        # verl's own estimators (the arithmetic task) keep verl's stages untouched
+        self.uses_our_estimators = config.algorithm.adv_estimator in ESTIMATORS
         self.schedule = CoEvolutionSchedule.from_config(himac.get("schedule") or {})
-        if self.hierarchical and (config.algorithm.adv_estimator == "himac") == (self.schedule.mode == "flat"):
+        if self.uses_our_estimators and (config.algorithm.adv_estimator == "himac") == (self.schedule.mode == "flat"):
             raise ValueError(
                 f"algorithm.adv_estimator={config.algorithm.adv_estimator!r} does not fit "
                 f"himac.schedule.mode={self.schedule.mode!r}: himac goes with coevolve/joint/macro/micro, "
@@ -90,14 +92,14 @@ class HierarchicalSteps:
 
     def _next_train_batch(self, num_prompts: int | None = None):
         batch = super()._next_train_batch(num_prompts)
-        if self.hierarchical:
+        if self.uses_our_estimators:
             tu.assign_non_tensor_data(batch, PHASE_COLUMN, self.current_phase())
         return batch
 
     def step(self, metrics: dict, timing_raw: dict):
         started = time.perf_counter()
         batch = super().step(metrics, timing_raw)
-        if self.hierarchical:
+        if self.uses_our_estimators:
             phase = self.current_phase()
             metrics[f"himac/time/{phase}_step_s"] = time.perf_counter() - started
             metrics["himac/phase"] = PHASE_CODES[phase]
@@ -105,7 +107,7 @@ class HierarchicalSteps:
 
     # ------------------------------------------------------------------ phase filter
     def _balance_batch(self, batch, metrics, logging_prefix="global_seqlen", keep_minibatch=False):
-        if self.hierarchical:
+        if self.uses_our_estimators:
             batch = self._keep_phase_samples(batch, metrics)
         return super()._balance_batch(batch, metrics, logging_prefix=logging_prefix, keep_minibatch=keep_minibatch)
 
@@ -148,7 +150,7 @@ class HierarchicalSteps:
         """Rows must split into ``optim_steps`` equal mini-batches over ``dp_size`` ranks, and every rank's
         share of a log-prob pass (rollout and ref) and of a mini-batch must divide into verl's micro-batches
         (without dynamic batch sizes verl asserts it)."""
-        if not self.hierarchical:
+        if not self.uses_our_estimators:
             return super()._get_required_batch_multiple(dp_size)
         ref = self.config.actor_rollout_ref
 
@@ -162,7 +164,7 @@ class HierarchicalSteps:
         )
 
     def _update_actor(self, batch, metrics: dict):
-        if not self.hierarchical:
+        if not self.uses_our_estimators:
             return super()._update_actor(batch, metrics)
         self._reset_optimizer_at_phase_switch(metrics)
         dp_size = self._actor_dp_size()
@@ -203,7 +205,7 @@ class HierarchicalSteps:
 
     # ------------------------------------------------------------------ advantages
     def _compute_advantage(self, batch, metrics: dict):
-        if not self.hierarchical:
+        if not self.uses_our_estimators:
             return super()._compute_advantage(batch, metrics)
         if self.config.algorithm.use_kl_in_reward:
             raise ValueError("algorithm.use_kl_in_reward=True is not supported with our estimators; "

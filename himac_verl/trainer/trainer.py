@@ -134,7 +134,7 @@ class HimacTrainer(HierarchicalSteps, PPOTrainerSync):
         if not self.metrics_file:
             return
         record = {"step": int(global_steps), **{k: _plain(v) for k, v in metrics.items()}}
-        if self.hierarchical:
+        if self.uses_our_estimators:
             record["phase"] = self.current_phase()
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(record) + "\n")
