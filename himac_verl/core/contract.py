@@ -13,9 +13,11 @@ The paper's concepts as types:
   and one greedy execution).
 
 :class:`TurnSample` is the per-sample contract: the fields every training sample carries in verl's
-``extra_fields`` (one sample = one model turn), with :meth:`TurnSample.to_extra_fields` and
-:meth:`TurnSample.from_extra_fields` the only code that knows the keys. :data:`CONTRACT_FIELDS` is the
-key list, derived from the dataclass. What each field means is written beside it below; docs/advantage.md
+``extra_fields`` (one sample = one model turn). The agent loops write them with
+:meth:`TurnSample.to_extra_fields`; :meth:`TurnSample.from_extra_fields` reads one sample back.
+:data:`CONTRACT_FIELDS` is the key list, derived from the dataclass (the batch validation in
+``advantage/fields.py`` reads whole columns by these keys; a few readers in the trainer and the eval log
+still index the dicts by name). What each field means is written beside it below; docs/advantage.md
 ("Contract fields read here") says how the estimators use them.
 """
 
