@@ -125,7 +125,8 @@ def _unknown(key: str, known: list[str]) -> str:
     return f"unknown key{hint} (known: {', '.join(sorted(known))})"
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """A DictConfig / ListConfig as plain Python containers (resolved); anything else as it is."""
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
@@ -145,7 +146,7 @@ def strict_problems(config: Any) -> list[Problem]:
             return
         reason = _type_error(value, allowed)
         if reason:
-            problems.append(Problem(f"himac.{key}", _plain(value), reason))
+            problems.append(Problem(f"himac.{key}", to_plain(value), reason))
         elif key in POSITIVE and value is not None and not value > 0:
             problems.append(Problem(f"himac.{key}", value, "must be > 0"))
 
@@ -153,15 +154,15 @@ def strict_problems(config: Any) -> list[Problem]:
         value = himac[name]
         if name not in packaged:
             reason = RETIRED_KEYS.get(name) or _unknown(name, list(packaged))
-            problems.append(Problem(f"himac.{name}", _plain(value), reason))
+            problems.append(Problem(f"himac.{name}", to_plain(value), reason))
         elif name in OPEN_MAPPINGS:
             if value is not None and not isinstance(value, DictConfig):
-                problems.append(Problem(f"himac.{name}", _plain(value), "must be a mapping"))
+                problems.append(Problem(f"himac.{name}", to_plain(value), "must be a mapping"))
         elif name in sections or isinstance(packaged[name], dict):
             if value is None:
                 continue
             if not isinstance(value, DictConfig):
-                problems.append(Problem(f"himac.{name}", _plain(value), "must be a mapping"))
+                problems.append(Problem(f"himac.{name}", to_plain(value), "must be a mapping"))
                 continue
             cls, keys = sections.get(name, (None, None))
             types = _annotation_types(cls) if cls is not None else {}
@@ -169,7 +170,7 @@ def strict_problems(config: Any) -> list[Problem]:
             for sub in value:
                 key = f"{name}.{sub}"
                 if sub not in known:
-                    problems.append(Problem(f"himac.{key}", _plain(value[sub]), _unknown(key, known)))
+                    problems.append(Problem(f"himac.{key}", to_plain(value[sub]), _unknown(key, known)))
                 elif cls is not None:
                     check(key, value[sub], types.get(sub))
                 else:
@@ -194,15 +195,15 @@ def _open_mapping_problems(himac: Any) -> list[Problem]:
     pool = himac.get("pool")
     if isinstance(pool, DictConfig):
         try:
-            EnvPool.check_settings(**_plain(pool))
+            EnvPool.check_settings(**to_plain(pool))
         except (TypeError, ValueError) as err:
-            problems.append(Problem("himac.pool", _plain(pool), str(err)))
+            problems.append(Problem("himac.pool", to_plain(pool), str(err)))
     env, env_kwargs = himac.get("env"), himac.get("env_kwargs")
     if isinstance(env_kwargs, DictConfig) and isinstance(env, str) and (env in ENV_CLASSES or ":" in env):
         try:
-            env_class(env).check_options(_plain(env_kwargs))
+            env_class(env).check_options(to_plain(env_kwargs))
         except (ImportError, AttributeError) as err:
             problems.append(Problem("himac.env", env, f"cannot load the env class: {err}"))
         except (TypeError, ValueError) as err:
-            problems.append(Problem("himac.env_kwargs", _plain(env_kwargs), str(err)))
+            problems.append(Problem("himac.env_kwargs", to_plain(env_kwargs), str(err)))
     return problems

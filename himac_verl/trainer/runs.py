@@ -11,10 +11,9 @@ from pathlib import Path
 
 def compose_config(overrides: list[str]):
     """Our trainer config (``himac_trainer`` + overrides), as ``python -m himac_verl.main`` would see it."""
-    from hydra import compose, initialize_config_module
+    from himac_verl.trainer.validate import compose
 
-    with initialize_config_module(config_module="himac_verl.config", version_base=None):
-        return compose(config_name="himac_trainer", overrides=overrides)
+    return compose(overrides)
 
 
 def _live_placement_groups() -> list[str]:

@@ -29,9 +29,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from himac_verl.config.strict import Problem, strict_problems
+from himac_verl.config.strict import to_plain as _plain
 
 AUTO = "auto"
 BUILTIN_TASK = "arithmetic"
@@ -59,12 +60,6 @@ class HimacConfigError(ValueError):
 def _select(config: Any, key: str, default: Any = None) -> Any:
     value = OmegaConf.select(config, key, default=default)
     return default if value is None else value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def schedule_mode(config: Any) -> str:
